@@ -1,0 +1,398 @@
+// Package ezclient is a client for the EZThrottle job engine.
+//
+// It speaks both backend dialects behind one Client: EZThrottle Cloud, reached
+// through its metering proxy (DialectCloud, the default), and single-node
+// self-hosted engines with their POST /jobs API (DialectSelfHosted). A job
+// that uses a feature the chosen dialect cannot carry fails before any
+// network call with an error satisfying errors.Is(err, ErrUnsupported).
+//
+// The client is safe for concurrent use. It never logs or returns the API key.
+package ezclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// Version is this library's version, sent in the User-Agent.
+const Version = "0.1.0"
+
+// Default endpoints of EZThrottle Cloud.
+const (
+	DefaultProxyURL  = "https://tracktags.fly.dev"
+	DefaultEngineURL = "https://ezthrottle.fly.dev"
+	// DefaultSelfHostedURL is used for DialectSelfHosted when neither
+	// WithEngineURL nor EZTHROTTLE_URL is set.
+	DefaultSelfHostedURL = "http://localhost:8080"
+)
+
+// Environment variables read by New when the matching option is not given.
+const (
+	EnvAPIKey   = "EZTHROTTLE_API_KEY"
+	EnvProxyURL = "EZTHROTTLE_PROXY_URL"
+	EnvURL      = "EZTHROTTLE_URL"
+	EnvUserID   = "EZTHROTTLE_USER_ID"
+)
+
+// Dialect selects the backend protocol.
+type Dialect int
+
+const (
+	// DialectCloud is EZThrottle Cloud through its metering proxy (protocol §1).
+	DialectCloud Dialect = iota
+	// DialectSelfHosted is a single-node engine's POST /jobs API (protocol §2).
+	DialectSelfHosted
+)
+
+func (d Dialect) String() string {
+	switch d {
+	case DialectCloud:
+		return "cloud"
+	case DialectSelfHosted:
+		return "self-hosted"
+	}
+	return fmt.Sprintf("Dialect(%d)", int(d))
+}
+
+// Client talks to an EZThrottle engine. Create it with New; it is safe for
+// concurrent use.
+type Client struct {
+	dialect   Dialect
+	apiKey    string
+	proxyURL  string
+	engineURL string
+	userID    string
+	hc        *http.Client
+	localHC   *http.Client
+	logger    *slog.Logger
+	userAgent string
+	headers   http.Header // extra headers on every engine call
+
+	maxAttempts int
+	backoffBase time.Duration
+	backoffMax  time.Duration
+	sleep       func(ctx context.Context, d time.Duration) error
+	jitter      func(d time.Duration) time.Duration
+	now         func() time.Time
+}
+
+type options struct {
+	c                    Client
+	apiKeySet, proxySet  bool
+	engineSet, userIDSet bool
+	getenv               func(string) string
+	errs                 []error
+}
+
+// Option configures a Client.
+type Option func(*options)
+
+// WithAPIKey sets the API key. Without it New reads EZTHROTTLE_API_KEY.
+func WithAPIKey(key string) Option {
+	return func(o *options) { o.c.apiKey, o.apiKeySet = key, true }
+}
+
+// WithProxyURL sets the Cloud proxy's base URL. Without it New reads
+// EZTHROTTLE_PROXY_URL, else uses DefaultProxyURL.
+func WithProxyURL(u string) Option {
+	return func(o *options) { o.c.proxyURL, o.proxySet = u, true }
+}
+
+// WithEngineURL sets the engine's base URL: for Cloud the target behind the
+// proxy, for self-hosted the engine itself. Without it New reads
+// EZTHROTTLE_URL, else uses DefaultEngineURL (Cloud) or DefaultSelfHostedURL.
+func WithEngineURL(u string) Option {
+	return func(o *options) { o.c.engineURL, o.engineSet = u, true }
+}
+
+// WithDialect selects the backend dialect (default DialectCloud).
+func WithDialect(d Dialect) Option {
+	return func(o *options) { o.c.dialect = d }
+}
+
+// WithSelfHosted is shorthand for WithDialect(DialectSelfHosted),
+// WithEngineURL(engineURL) and WithUserID(userID).
+func WithSelfHosted(engineURL, userID string) Option {
+	return func(o *options) {
+		o.c.dialect = DialectSelfHosted
+		o.c.engineURL, o.engineSet = engineURL, true
+		o.c.userID, o.userIDSet = userID, true
+	}
+}
+
+// WithUserID sets the user_id that self-hosted engines require on every job.
+// Without it New reads EZTHROTTLE_USER_ID.
+func WithUserID(id string) Option {
+	return func(o *options) { o.c.userID, o.userIDSet = id, true }
+}
+
+// WithHTTPClient sets the *http.Client used to call the proxy or engine
+// (default: a client with a 30 s timeout over http.DefaultTransport). Do not
+// pass a client wrapped by this library's Transport: engine calls would be
+// throttled and could be forwarded to the engine itself.
+func WithHTTPClient(hc *http.Client) Option {
+	return func(o *options) {
+		if hc == nil {
+			o.errs = append(o.errs, errors.New("ezthrottle: WithHTTPClient(nil)"))
+			return
+		}
+		o.c.hc = hc
+	}
+}
+
+// WithLocalHTTPClient sets the *http.Client used to execute requests locally
+// (FRUGAL steps). It defaults to http.DefaultClient's transport with no
+// timeout of its own; steps apply their local timeout through the context.
+// It may be a client wrapped by this library's Transport.
+func WithLocalHTTPClient(hc *http.Client) Option {
+	return func(o *options) {
+		if hc == nil {
+			o.errs = append(o.errs, errors.New("ezthrottle: WithLocalHTTPClient(nil)"))
+			return
+		}
+		o.c.localHC = hc
+	}
+}
+
+// WithLogger sets the logger (default: discard). Log lines never contain the
+// API key or secrets.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.c.logger = l
+		}
+	}
+}
+
+// WithUserAgent prefixes the User-Agent with an application token, e.g.
+// "myapp/1.2"; the library's own token is always kept.
+func WithUserAgent(product string) Option {
+	return func(o *options) {
+		if product != "" {
+			o.c.userAgent = product + " " + o.c.userAgent
+		}
+	}
+}
+
+// WithHeader adds a header to every call to the proxy or engine, for
+// example X-Aqueduct-Account-Queue: enabled on self-hosted engines.
+func WithHeader(key, value string) Option {
+	return func(o *options) {
+		if strings.EqualFold(key, "Authorization") {
+			o.errs = append(o.errs, errors.New("ezthrottle: use WithAPIKey, not WithHeader, for Authorization"))
+			return
+		}
+		o.c.headers.Add(key, value)
+	}
+}
+
+// WithRetry sets how Submit retries transient failures (network errors,
+// proxy 5xx, engine 5xx): at most attempts tries in all (1 disables retries;
+// default 4), with jittered exponential backoff starting at base and capped at
+// max (defaults 200 ms and 5 s).
+func WithRetry(attempts int, base, max time.Duration) Option {
+	return func(o *options) {
+		if attempts < 1 || base < 0 || max < base {
+			o.errs = append(o.errs, fmt.Errorf("ezthrottle: WithRetry(%d, %v, %v): need attempts >= 1 and 0 <= base <= max", attempts, base, max))
+			return
+		}
+		o.c.maxAttempts, o.c.backoffBase, o.c.backoffMax = attempts, base, max
+	}
+}
+
+// withGetenv replaces os.Getenv (tests).
+func withGetenv(f func(string) string) Option {
+	return func(o *options) { o.getenv = f }
+}
+
+// withSleep replaces the backoff sleep (tests).
+func withSleep(f func(ctx context.Context, d time.Duration) error) Option {
+	return func(o *options) { o.c.sleep = f }
+}
+
+// New returns a Client. With no options it talks to EZThrottle Cloud with the
+// API key from EZTHROTTLE_API_KEY; a missing key is an error here
+// (ErrMissingAPIKey), not a 401 later.
+func New(opts ...Option) (*Client, error) {
+	o := &options{
+		c: Client{
+			logger:      slog.New(slog.DiscardHandler),
+			userAgent:   "ezthrottle-go/" + Version,
+			headers:     http.Header{},
+			maxAttempts: 4,
+			backoffBase: 200 * time.Millisecond,
+			backoffMax:  5 * time.Second,
+			sleep:       sleepCtx,
+			jitter:      fullJitter,
+			now:         time.Now,
+		},
+		getenv: os.Getenv,
+	}
+	for _, opt := range opts {
+		opt(o)
+	}
+	if len(o.errs) > 0 {
+		return nil, errors.Join(o.errs...)
+	}
+	c := o.c
+	if !o.apiKeySet {
+		c.apiKey = o.getenv(EnvAPIKey)
+	}
+	c.apiKey = strings.TrimSpace(c.apiKey)
+	if !o.proxySet {
+		c.proxyURL = o.getenv(EnvProxyURL)
+	}
+	if !o.engineSet {
+		c.engineURL = o.getenv(EnvURL)
+	}
+	if !o.userIDSet {
+		c.userID = o.getenv(EnvUserID)
+	}
+	switch c.dialect {
+	case DialectCloud:
+		if c.apiKey == "" {
+			return nil, ErrMissingAPIKey
+		}
+		if c.proxyURL == "" {
+			c.proxyURL = DefaultProxyURL
+		}
+		if c.engineURL == "" {
+			c.engineURL = DefaultEngineURL
+		}
+		if err := checkBaseURL("proxy URL", c.proxyURL); err != nil {
+			return nil, err
+		}
+	case DialectSelfHosted:
+		if c.engineURL == "" {
+			c.engineURL = DefaultSelfHostedURL
+		}
+		if c.userID == "" {
+			return nil, &ValidationError{Field: "user_id", Reason: "self-hosted engines require a user ID (WithUserID or " + EnvUserID + ")"}
+		}
+	default:
+		return nil, fmt.Errorf("ezthrottle: unknown dialect %v", c.dialect)
+	}
+	if err := checkBaseURL("engine URL", c.engineURL); err != nil {
+		return nil, err
+	}
+	c.proxyURL = strings.TrimRight(c.proxyURL, "/")
+	c.engineURL = strings.TrimRight(c.engineURL, "/")
+	if c.hc == nil {
+		c.hc = &http.Client{Timeout: 30 * time.Second}
+	}
+	if c.localHC == nil {
+		c.localHC = http.DefaultClient
+	}
+	return &c, nil
+}
+
+func checkBaseURL(what, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return &ValidationError{Field: what, Reason: fmt.Sprintf("%q is not an absolute http(s) URL", raw)}
+	}
+	return nil
+}
+
+// Dialect returns the client's backend dialect.
+func (c *Client) Dialect() Dialect { return c.dialect }
+
+// EngineURL returns the engine's base URL (without a trailing slash).
+func (c *Client) EngineURL() string { return c.engineURL }
+
+// ProxyURL returns the Cloud proxy's base URL ("" for self-hosted).
+func (c *Client) ProxyURL() string {
+	if c.dialect != DialectCloud {
+		return ""
+	}
+	return c.proxyURL
+}
+
+// HTTPClient returns the *http.Client used for engine calls.
+func (c *Client) HTTPClient() *http.Client { return c.hc }
+
+// LocalHTTPClient returns the *http.Client used for local execution.
+func (c *Client) LocalHTTPClient() *http.Client { return c.localHC }
+
+// Logger returns the client's logger (never nil).
+func (c *Client) Logger() *slog.Logger { return c.logger }
+
+// String describes the client without revealing the API key.
+func (c *Client) String() string {
+	return fmt.Sprintf("ezclient.Client{dialect: %s, engine: %s, api key: %s}", c.dialect, c.engineURL, redactKey(c.apiKey))
+}
+
+// redactKey never reveals more than the last four characters of a key.
+func redactKey(k string) string {
+	switch {
+	case k == "":
+		return "(none)"
+	case len(k) <= 8:
+		return "****"
+	}
+	return "****" + k[len(k)-4:]
+}
+
+// scrub removes the API key from s (defence in depth: the key is never put
+// into messages on purpose, but a server may echo it back).
+func (c *Client) scrub(s string) string {
+	if c.apiKey == "" || len(c.apiKey) < 4 {
+		return s
+	}
+	return strings.ReplaceAll(s, c.apiKey, "****")
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// fullJitter returns a random duration in [d/2, d].
+func fullJitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	half := d / 2
+	return half + rand.N(d-half+1)
+}
+
+// backoff returns the wait before attempt n (n >= 1 is the first retry).
+func (c *Client) backoff(n int) time.Duration {
+	d := c.backoffBase
+	for i := 1; i < n && d < c.backoffMax; i++ {
+		d *= 2
+	}
+	if d > c.backoffMax {
+		d = c.backoffMax
+	}
+	return c.jitter(d)
+}
+
+// maxErrorBody bounds how much of an error reply is kept and read.
+const maxErrorBody = 64 << 10
+
+// maxReplyBody bounds how much of any reply is read.
+const maxReplyBody = 4 << 20
+
+func drainClose(rc io.ReadCloser) {
+	_, _ = io.CopyN(io.Discard, rc, 64<<10)
+	_ = rc.Close()
+}

@@ -1,0 +1,198 @@
+package ezclient
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Sentinel errors. Every error returned by this package that belongs to one of
+// these classes satisfies errors.Is with the sentinel; use errors.As with the
+// typed errors below for the details.
+var (
+	// ErrRateLimited: the proxy or engine asked the caller to slow down
+	// (*RateLimitError).
+	ErrRateLimited = errors.New("ezthrottle: rate limited")
+	// ErrUnauthorized: the API key is missing or invalid (*AuthError, 401).
+	ErrUnauthorized = errors.New("ezthrottle: unauthorized")
+	// ErrDenied: the key is valid but not allowed to do this (*AuthError with
+	// 403, or a proxy verdict other than "allowed").
+	ErrDenied = errors.New("ezthrottle: denied")
+	// ErrValidation: the job or a call argument is invalid. Client-side
+	// checks return *ValidationError (nothing was sent); engine rejections
+	// (400, 413, 422) return *EngineError.
+	ErrValidation = errors.New("ezthrottle: invalid input")
+	// ErrUnsupported: the client's dialect cannot carry a field or operation
+	// (*ValidationError). Nothing was sent.
+	ErrUnsupported = errors.New("ezthrottle: not supported by this dialect")
+	// ErrEngine: the proxy or engine answered with an error (*EngineError).
+	ErrEngine = errors.New("ezthrottle: engine error")
+	// ErrNotFound: the job or resource does not exist (*EngineError, 404).
+	ErrNotFound = errors.New("ezthrottle: not found")
+	// ErrMissingAPIKey: the Cloud dialect needs an API key and none was given
+	// by option or by the EZTHROTTLE_API_KEY environment variable.
+	ErrMissingAPIKey = errors.New("ezthrottle: missing API key (set EZTHROTTLE_API_KEY or use WithAPIKey)")
+)
+
+// ValidationError reports an invalid field, or a field the client's dialect
+// cannot carry. It is returned before any network call.
+type ValidationError struct {
+	// Field names the offending field in the engine's snake_case form
+	// (e.g. "webhook_quorum", "fallback_job.url"), or an argument name.
+	Field string
+	// Reason says what is wrong with it.
+	Reason string
+	// Unsupported is true when the field is valid but the dialect cannot
+	// carry it (errors.Is(err, ErrUnsupported)).
+	Unsupported bool
+}
+
+func (e *ValidationError) Error() string {
+	if e.Field == "" {
+		return "ezthrottle: invalid input: " + e.Reason
+	}
+	if e.Unsupported {
+		return fmt.Sprintf("ezthrottle: field %q not supported: %s", e.Field, e.Reason)
+	}
+	return fmt.Sprintf("ezthrottle: invalid field %q: %s", e.Field, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrValidation) true, and ErrUnsupported for
+// dialect limitations.
+func (e *ValidationError) Is(target error) bool {
+	return target == ErrValidation || (e.Unsupported && target == ErrUnsupported)
+}
+
+// RateLimitError reports that the proxy or engine refused the call for now.
+type RateLimitError struct {
+	// StatusCode is the HTTP status (normally 429).
+	StatusCode int
+	// RetryAfter is how long to wait, when known (0 otherwise).
+	RetryAfter time.Duration
+	// RetryAt is when to try again, when known (zero otherwise).
+	RetryAt time.Time
+	// Message is the server's explanation, e.g. "Plan limit exceeded".
+	Message string
+}
+
+func (e *RateLimitError) Error() string {
+	var b strings.Builder
+	b.WriteString("ezthrottle: rate limited")
+	if e.Message != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Message)
+	}
+	if e.RetryAfter > 0 {
+		b.WriteString(" (retry after ")
+		b.WriteString(e.RetryAfter.String())
+		b.WriteString(")")
+	}
+	return b.String()
+}
+
+// Is makes errors.Is(err, ErrRateLimited) true.
+func (e *RateLimitError) Is(target error) bool { return target == ErrRateLimited }
+
+// AuthError reports a 401 (ErrUnauthorized) or a 403 / refused verdict
+// (ErrDenied). It never contains the API key.
+type AuthError struct {
+	StatusCode int
+	Message    string
+}
+
+func (e *AuthError) Error() string {
+	kind := "denied"
+	if e.StatusCode == http.StatusUnauthorized {
+		kind = "unauthorized"
+	}
+	if e.Message == "" {
+		return fmt.Sprintf("ezthrottle: %s (HTTP %d)", kind, e.StatusCode)
+	}
+	return fmt.Sprintf("ezthrottle: %s (HTTP %d): %s", kind, e.StatusCode, e.Message)
+}
+
+// Is makes errors.Is work with ErrUnauthorized and ErrDenied.
+func (e *AuthError) Is(target error) bool {
+	if e.StatusCode == http.StatusUnauthorized {
+		return target == ErrUnauthorized
+	}
+	return target == ErrDenied
+}
+
+// EngineError reports any other failed reply from the proxy or the engine.
+type EngineError struct {
+	// StatusCode is the engine's status when the proxy forwarded the call,
+	// otherwise the proxy's or self-hosted engine's HTTP status.
+	StatusCode int
+	// Message is the error text extracted from the reply.
+	Message string
+	// Body is the raw reply body (truncated to 64 KiB).
+	Body []byte
+	// Proxy is true when the error came from the Cloud proxy itself rather
+	// than from the engine behind it.
+	Proxy bool
+}
+
+func (e *EngineError) Error() string {
+	who := "engine"
+	if e.Proxy {
+		who = "proxy"
+	}
+	if e.Message == "" {
+		return fmt.Sprintf("ezthrottle: %s error (HTTP %d)", who, e.StatusCode)
+	}
+	return fmt.Sprintf("ezthrottle: %s error (HTTP %d): %s", who, e.StatusCode, e.Message)
+}
+
+// Is makes errors.Is work with ErrEngine, with ErrNotFound for 404, and
+// with ErrValidation when the engine rejected the input (400, 413, 422).
+func (e *EngineError) Is(target error) bool {
+	switch target {
+	case ErrEngine:
+		return true
+	case ErrNotFound:
+		return e.StatusCode == http.StatusNotFound
+	case ErrValidation:
+		return e.StatusCode == http.StatusBadRequest || e.StatusCode == http.StatusRequestEntityTooLarge || e.StatusCode == http.StatusUnprocessableEntity
+	}
+	return false
+}
+
+// Temporary reports whether the failure is transient (5xx).
+func (e *EngineError) Temporary() bool { return e.StatusCode >= 500 }
+
+// parseRetryAfter parses a Retry-After value: delta seconds or an HTTP-date
+// (RFC 1123, also with a "UTC" zone). It returns ok=false for garbage,
+// negative values and values beyond maxRetryAfter.
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.ParseFloat(v, 64); err == nil {
+		if secs < 0 || secs != secs || secs > maxRetryAfter.Seconds() {
+			return 0, false
+		}
+		return time.Duration(secs * float64(time.Second)), true
+	}
+	for _, layout := range []string{http.TimeFormat, time.RFC1123, time.RFC1123Z, time.RFC850, time.ANSIC} {
+		if t, err := time.Parse(layout, v); err == nil {
+			d := t.Sub(now)
+			if d < 0 {
+				d = 0
+			}
+			if d > maxRetryAfter {
+				return 0, false
+			}
+			return d, true
+		}
+	}
+	return 0, false
+}
+
+// maxRetryAfter bounds a server-requested wait; larger values are treated
+// as garbage.
+const maxRetryAfter = 7 * 24 * time.Hour

@@ -1,0 +1,396 @@
+package ezclient
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Region is an EZThrottle region code, such as "iad" or "lax".
+type Region string
+
+// Region codes known at the time of writing. Any other code the engine
+// accepts can be used as Region("xyz").
+const (
+	RegionIAD Region = "iad" // Ashburn, Virginia (US East)
+	RegionLAX Region = "lax" // Los Angeles (US West)
+	RegionORD Region = "ord" // Chicago (US Central)
+	RegionAMS Region = "ams" // Amsterdam
+	RegionFRA Region = "fra" // Frankfurt
+	RegionLHR Region = "lhr" // London
+	RegionNRT Region = "nrt" // Tokyo
+	RegionSIN Region = "sin" // Singapore
+	RegionSYD Region = "syd" // Sydney
+)
+
+// RegionPolicy says what the engine does when a requested region is down.
+type RegionPolicy string
+
+const (
+	// RegionPolicyFallback routes around a down region (the engine's default).
+	RegionPolicyFallback RegionPolicy = "fallback"
+	// RegionPolicyStrict fails the job instead of routing around a down region.
+	RegionPolicyStrict RegionPolicy = "strict"
+)
+
+// ExecutionMode says how a multi-region job runs.
+type ExecutionMode string
+
+const (
+	// ExecutionRace runs the job in every region and keeps the first
+	// completion (the engine's default).
+	ExecutionRace ExecutionMode = "race"
+	// ExecutionFanout executes the job in every region.
+	ExecutionFanout ExecutionMode = "fanout"
+)
+
+// TriggerType is the kind of condition that starts a fallback job.
+type TriggerType string
+
+const (
+	// TriggerOnError starts the fallback when the job ends with one of Codes.
+	TriggerOnError TriggerType = "on_error"
+	// TriggerOnTimeout starts the fallback when the job takes longer than Timeout.
+	TriggerOnTimeout TriggerType = "on_timeout"
+)
+
+// Trigger is the condition on which a fallback job runs.
+type Trigger struct {
+	Type    TriggerType
+	Codes   []int         // for TriggerOnError
+	Timeout time.Duration // for TriggerOnTimeout; sent in whole milliseconds
+}
+
+// OnError returns a trigger that fires when the primary job ends with one of
+// the given HTTP status codes.
+func OnError(codes ...int) *Trigger {
+	return &Trigger{Type: TriggerOnError, Codes: append([]int(nil), codes...)}
+}
+
+// OnTimeout returns a trigger that fires when the primary job has not
+// completed within d.
+func OnTimeout(d time.Duration) *Trigger {
+	return &Trigger{Type: TriggerOnTimeout, Timeout: d}
+}
+
+type wireTrigger struct {
+	Type      TriggerType `json:"type"`
+	Codes     []int       `json:"codes,omitempty"`
+	TimeoutMS int64       `json:"timeout_ms,omitempty"`
+}
+
+// MarshalJSON encodes the trigger as the engine expects it.
+func (t Trigger) MarshalJSON() ([]byte, error) {
+	w := wireTrigger{Type: t.Type}
+	switch t.Type {
+	case TriggerOnError:
+		w.Codes = t.Codes
+		if w.Codes == nil {
+			w.Codes = []int{}
+		}
+	case TriggerOnTimeout:
+		w.TimeoutMS = t.Timeout.Milliseconds()
+	}
+	return json.Marshal(w)
+}
+
+// UnmarshalJSON decodes a trigger in the engine's format.
+func (t *Trigger) UnmarshalJSON(b []byte) error {
+	var w wireTrigger
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*t = Trigger{Type: w.Type, Codes: w.Codes, Timeout: time.Duration(w.TimeoutMS) * time.Millisecond}
+	return nil
+}
+
+// Webhook is a delivery target for a job's result.
+type Webhook struct {
+	// URL receives the result as a POST (see protocol §4).
+	URL string `json:"url"`
+	// Regions, when set, restricts which regions deliver this webhook.
+	Regions []Region `json:"regions,omitempty"`
+	// HasQuorumVote says whether a delivery to this webhook counts toward the
+	// job's quorum. nil leaves the engine's default (true); use Bool(false)
+	// for a best-effort webhook such as analytics.
+	HasQuorumVote *bool `json:"has_quorum_vote,omitempty"`
+}
+
+// Votes reports whether the webhook counts toward the quorum (the engine's
+// default is true).
+func (w Webhook) Votes() bool { return w.HasQuorumVote == nil || *w.HasQuorumVote }
+
+// Bool returns a pointer to b, for optional boolean fields such as
+// Webhook.HasQuorumVote.
+func Bool(b bool) *bool { return &b }
+
+// RetryPolicy customises the engine's server-side retries.
+type RetryPolicy struct {
+	// MaxRetries bounds retries in the same region.
+	MaxRetries int `json:"max_retries"`
+	// MaxReroutes bounds moves to another region.
+	MaxReroutes int `json:"max_reroutes"`
+	// RetryCodes are status codes retried in the same region.
+	RetryCodes []int `json:"retry_codes,omitempty"`
+	// RerouteCodes are status codes retried in another region.
+	RerouteCodes []int `json:"reroute_codes,omitempty"`
+}
+
+// Fallback is a job that runs when its Trigger fires for the job that owns it.
+// Several fallbacks form a chain through Job.Fallback.
+type Fallback struct {
+	// Trigger says when the fallback runs; nil lets the engine decide.
+	Trigger *Trigger
+	// Job is the fallback request; it is a full job with its own headers,
+	// webhooks, keys, children and its own Fallback (the next in the chain).
+	Job *Job
+}
+
+// Job is the EZThrottle job object (protocol §1.2). Its JSON encoding is
+// exactly what the engine expects: snake_case keys at every depth, empty and
+// default values omitted, the method upper-cased and defaulted to GET.
+//
+// The zero value is not a valid job: URL is required.
+type Job struct {
+	// URL is the full URL the engine calls. Required.
+	URL string
+	// Method is the HTTP method; empty means GET.
+	Method string
+	// Headers are sent with the request.
+	Headers map[string]string
+	// Body is the request body. The wire format carries it as a JSON string,
+	// so it must be valid UTF-8 (binary bodies cannot be forwarded).
+	Body string
+	// Metadata is echoed back in the webhook payload.
+	Metadata map[string]any
+	// Webhooks receive the result.
+	Webhooks []Webhook
+	// WebhookQuorum is how many voting webhooks must be delivered for the
+	// delivery to count as done; 0 and 1 both mean the engine's default, 1.
+	WebhookQuorum int
+	// Regions the job runs in.
+	Regions []Region
+	// RegionPolicy when a region is down; empty means RegionPolicyFallback.
+	RegionPolicy RegionPolicy
+	// ExecutionMode for multi-region jobs; empty means ExecutionRace.
+	ExecutionMode ExecutionMode
+	// RetryPolicy customises server-side retries; nil keeps the engine's.
+	RetryPolicy *RetryPolicy
+	// Fallback is the first fallback of the chain.
+	Fallback *Fallback
+	// OnSuccess is spawned by the engine after this job succeeds.
+	OnSuccess *Job
+	// OnFailure is spawned after every execution path of this job failed.
+	OnFailure *Job
+	// OnFailureTimeout bounds how long the engine waits before declaring
+	// failure and spawning OnFailure; sent in whole milliseconds.
+	OnFailureTimeout time.Duration
+	// IdempotentKey de-duplicates submissions. Empty on Cloud means the
+	// engine derives a deterministic key (HASH strategy); see HashKey for the
+	// self-hosted dialect.
+	IdempotentKey string
+	// RetryAt is the earliest time the engine may execute the job.
+	RetryAt time.Time
+}
+
+// wireJob is the engine's JSON form of a job; field order fixes key order.
+type wireJob struct {
+	URL                string            `json:"url"`
+	Method             string            `json:"method"`
+	Headers            map[string]string `json:"headers,omitempty"`
+	Body               *string           `json:"body,omitempty"`
+	Metadata           map[string]any    `json:"metadata,omitempty"`
+	Webhooks           []Webhook         `json:"webhooks,omitempty"`
+	WebhookQuorum      int               `json:"webhook_quorum,omitempty"`
+	Regions            []Region          `json:"regions,omitempty"`
+	RegionPolicy       RegionPolicy      `json:"region_policy,omitempty"`
+	ExecutionMode      ExecutionMode     `json:"execution_mode,omitempty"`
+	RetryPolicy        *RetryPolicy      `json:"retry_policy,omitempty"`
+	FallbackJob        json.RawMessage   `json:"fallback_job,omitempty"`
+	OnSuccess          *Job              `json:"on_success,omitempty"`
+	OnFailure          *Job              `json:"on_failure,omitempty"`
+	OnFailureTimeoutMS int64             `json:"on_failure_timeout_ms,omitempty"`
+	IdempotentKey      string            `json:"idempotent_key,omitempty"`
+	RetryAt            int64             `json:"retry_at,omitempty"`
+	Trigger            *Trigger          `json:"trigger,omitempty"`
+}
+
+func (j *Job) toWire(trigger *Trigger) (wireJob, error) {
+	w := wireJob{
+		URL:                j.URL,
+		Method:             normalizeMethod(j.Method),
+		Headers:            j.Headers,
+		Metadata:           j.Metadata,
+		Webhooks:           j.Webhooks,
+		Regions:            j.Regions,
+		OnSuccess:          j.OnSuccess,
+		OnFailure:          j.OnFailure,
+		OnFailureTimeoutMS: j.OnFailureTimeout.Milliseconds(),
+		IdempotentKey:      j.IdempotentKey,
+		RetryPolicy:        j.RetryPolicy,
+		Trigger:            trigger,
+	}
+	if j.Body != "" {
+		b := j.Body
+		w.Body = &b
+	}
+	if j.WebhookQuorum > 1 {
+		w.WebhookQuorum = j.WebhookQuorum
+	}
+	if j.RegionPolicy != "" && j.RegionPolicy != RegionPolicyFallback {
+		w.RegionPolicy = j.RegionPolicy
+	}
+	if j.ExecutionMode != "" && j.ExecutionMode != ExecutionRace {
+		w.ExecutionMode = j.ExecutionMode
+	}
+	if !j.RetryAt.IsZero() {
+		w.RetryAt = j.RetryAt.UnixMilli()
+	}
+	if f := j.Fallback; f != nil && f.Job != nil {
+		fw, err := f.Job.toWire(f.Trigger)
+		if err != nil {
+			return wireJob{}, err
+		}
+		raw, err := marshalNoEscape(fw)
+		if err != nil {
+			return wireJob{}, err
+		}
+		w.FallbackJob = raw
+	}
+	return w, nil
+}
+
+// MarshalJSON encodes the job in the engine's format (protocol §1.2).
+func (j Job) MarshalJSON() ([]byte, error) {
+	w, err := j.toWire(nil)
+	if err != nil {
+		return nil, err
+	}
+	return marshalNoEscape(w)
+}
+
+// UnmarshalJSON decodes a job in the engine's format. A "trigger" key on the
+// top-level object is ignored (it only has meaning inside fallback_job).
+func (j *Job) UnmarshalJSON(b []byte) error {
+	var w wireJob
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	job, err := w.toJob()
+	if err != nil {
+		return err
+	}
+	*j = *job
+	return nil
+}
+
+func (w *wireJob) toJob() (*Job, error) {
+	j := &Job{
+		URL:              w.URL,
+		Method:           w.Method,
+		Headers:          w.Headers,
+		Metadata:         w.Metadata,
+		Webhooks:         w.Webhooks,
+		WebhookQuorum:    w.WebhookQuorum,
+		Regions:          w.Regions,
+		RegionPolicy:     w.RegionPolicy,
+		ExecutionMode:    w.ExecutionMode,
+		RetryPolicy:      w.RetryPolicy,
+		OnSuccess:        w.OnSuccess,
+		OnFailure:        w.OnFailure,
+		OnFailureTimeout: time.Duration(w.OnFailureTimeoutMS) * time.Millisecond,
+		IdempotentKey:    w.IdempotentKey,
+	}
+	if w.Body != nil {
+		j.Body = *w.Body
+	}
+	if w.RetryAt != 0 {
+		j.RetryAt = time.UnixMilli(w.RetryAt)
+	}
+	if len(w.FallbackJob) > 0 && !bytes.Equal(w.FallbackJob, []byte("null")) {
+		var fw wireJob
+		if err := json.Unmarshal(w.FallbackJob, &fw); err != nil {
+			return nil, fmt.Errorf("fallback_job: %w", err)
+		}
+		fj, err := fw.toJob()
+		if err != nil {
+			return nil, err
+		}
+		j.Fallback = &Fallback{Trigger: fw.Trigger, Job: fj}
+	}
+	return j, nil
+}
+
+// Clone returns a deep copy of the job, so that a template can be reused
+// and modified without affecting earlier submissions.
+func (j *Job) Clone() *Job {
+	if j == nil {
+		return nil
+	}
+	c := *j
+	if j.Headers != nil {
+		c.Headers = make(map[string]string, len(j.Headers))
+		for k, v := range j.Headers {
+			c.Headers[k] = v
+		}
+	}
+	if j.Metadata != nil {
+		c.Metadata = make(map[string]any, len(j.Metadata))
+		for k, v := range j.Metadata {
+			c.Metadata[k] = v
+		}
+	}
+	if j.Webhooks != nil {
+		c.Webhooks = make([]Webhook, len(j.Webhooks))
+		for i, w := range j.Webhooks {
+			w.Regions = append([]Region(nil), w.Regions...)
+			if w.HasQuorumVote != nil {
+				w.HasQuorumVote = Bool(*w.HasQuorumVote)
+			}
+			c.Webhooks[i] = w
+		}
+	}
+	c.Regions = append([]Region(nil), j.Regions...)
+	if j.Regions == nil {
+		c.Regions = nil
+	}
+	if j.RetryPolicy != nil {
+		rp := *j.RetryPolicy
+		rp.RetryCodes = append([]int(nil), rp.RetryCodes...)
+		rp.RerouteCodes = append([]int(nil), rp.RerouteCodes...)
+		c.RetryPolicy = &rp
+	}
+	if j.Fallback != nil {
+		f := Fallback{Job: j.Fallback.Job.Clone()}
+		if j.Fallback.Trigger != nil {
+			t := *j.Fallback.Trigger
+			t.Codes = append([]int(nil), t.Codes...)
+			f.Trigger = &t
+		}
+		c.Fallback = &f
+	}
+	c.OnSuccess = j.OnSuccess.Clone()
+	c.OnFailure = j.OnFailure.Clone()
+	return &c
+}
+
+func normalizeMethod(m string) string {
+	if m == "" {
+		return "GET"
+	}
+	return strings.ToUpper(m)
+}
+
+// marshalNoEscape encodes v without HTML escaping, so URLs and bodies
+// containing &, < and > reach the engine byte for byte.
+func marshalNoEscape(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}

@@ -1,0 +1,180 @@
+package ezclient
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// JobStatus is a job's state as reported by the engine.
+type JobStatus string
+
+// Job states. Submissions report StatusQueued or StatusRacing; status
+// lookups and streams report the others.
+const (
+	StatusQueued    JobStatus = "queued"
+	StatusRacing    JobStatus = "racing"
+	StatusInFlight  JobStatus = "in_flight"
+	StatusCompleted JobStatus = "completed"
+	StatusFailed    JobStatus = "failed"
+)
+
+// Submission is the engine's acknowledgement of a submitted job.
+type Submission struct {
+	// JobID identifies the job.
+	JobID string `json:"job_id"`
+	// Status is StatusQueued, or StatusRacing for multi-region race jobs.
+	Status JobStatus `json:"status"`
+	// IdempotentKey is the key the engine de-duplicates on: the one sent,
+	// or on Cloud the one the engine derived (HASH strategy). It may
+	// contain ':' and '/'.
+	IdempotentKey string `json:"idempotent_key,omitempty"`
+	// QueuedAt is when the engine queued the job (zero when not reported).
+	QueuedAt time.Time `json:"queued_at,omitzero"`
+	// EstimatedProcessingTime is the engine's estimate, as it reports it
+	// (0 when absent).
+	EstimatedProcessingTime int64 `json:"estimated_processing_time,omitempty"`
+	// Duplicate is true when the engine already had a job with this
+	// idempotent key and returned it instead of creating a new one.
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
+// submitReply is the engine's reply to a job submission, both dialects.
+type submitReply struct {
+	JobID                   string      `json:"job_id"`
+	Status                  JobStatus   `json:"status"`
+	IdempotentKey           string      `json:"idempotent_key"`
+	QueuedAt                json.Number `json:"queued_at"`
+	EstimatedProcessingTime json.Number `json:"estimated_processing_time"`
+	Duplicate               bool        `json:"duplicate"`
+}
+
+// selfHostedJob is the body of POST /jobs on self-hosted engines.
+type selfHostedJob struct {
+	UserID        string            `json:"user_id"`
+	IdempotentKey string            `json:"idempotent_key"`
+	URL           string            `json:"url"`
+	Method        string            `json:"method"`
+	Headers       map[string]string `json:"headers,omitempty"`
+	Body          string            `json:"body,omitempty"`
+	WebhookURL    string            `json:"webhook_url"`
+}
+
+// Submit sends the job to the engine and returns its acknowledgement.
+//
+// The job is validated for the client's dialect first; an invalid job or one
+// using a field the dialect cannot carry returns a *ValidationError and
+// nothing is sent. Transient failures (network errors, proxy or engine 5xx)
+// are retried with jittered exponential backoff (see WithRetry) using the
+// same idempotent key, so the engine de-duplicates; 4xx replies are never
+// retried. Submit honours ctx throughout and does not start a backoff wait
+// that cannot finish before ctx's deadline.
+//
+// On the self-hosted dialect a job without IdempotentKey gets
+// HashKey(userID, method, url, body), so retries and repeats de-duplicate
+// as the HASH strategy promises.
+func (c *Client) Submit(ctx context.Context, job *Job) (*Submission, error) {
+	if job == nil {
+		return nil, invalid("job", "nil job")
+	}
+	if err := job.ValidateFor(c.dialect); err != nil {
+		return nil, err
+	}
+	var (
+		path string
+		body []byte
+		key  = job.IdempotentKey
+		err  error
+	)
+	if c.dialect == DialectCloud {
+		path = "/api/v1/jobs"
+		body, err = marshalNoEscape(job)
+	} else {
+		path = "/jobs"
+		method := normalizeMethod(job.Method)
+		if key == "" {
+			key = HashKey(c.userID, method, job.URL, []byte(job.Body))
+		}
+		body, err = marshalNoEscape(selfHostedJob{
+			UserID: c.userID, IdempotentKey: key, URL: job.URL, Method: method,
+			Headers: job.Headers, Body: job.Body, WebhookURL: job.Webhooks[0].URL,
+		})
+	}
+	if err != nil {
+		return nil, err
+	}
+	r, err := c.call(ctx, http.MethodPost, path, body)
+	if err != nil {
+		return nil, err
+	}
+	if r.status != http.StatusOK && r.status != http.StatusCreated {
+		return nil, c.replyError(r)
+	}
+	sub, err := decodeSubmission(r.status, r.body)
+	if err != nil {
+		return nil, err
+	}
+	if sub.IdempotentKey == "" {
+		sub.IdempotentKey = key
+	}
+	c.logger.LogAttrs(ctx, slog.LevelDebug, "ezthrottle: job submitted",
+		slog.String("job_id", sub.JobID), slog.String("status", string(sub.Status)), slog.Bool("duplicate", sub.Duplicate))
+	return sub, nil
+}
+
+// decodeSubmission parses a 200/201 submission reply. A 200 is a duplicate.
+func decodeSubmission(status int, body []byte) (*Submission, error) {
+	var sr submitReply
+	if err := json.Unmarshal(body, &sr); err != nil {
+		return nil, &EngineError{StatusCode: status, Message: "malformed submission reply: " + err.Error(), Body: truncate(body)}
+	}
+	if sr.JobID == "" {
+		return nil, &EngineError{StatusCode: status, Message: "submission reply without job_id", Body: truncate(body)}
+	}
+	sub := &Submission{
+		JobID:         sr.JobID,
+		Status:        sr.Status,
+		IdempotentKey: sr.IdempotentKey,
+		Duplicate:     sr.Duplicate || status == http.StatusOK,
+	}
+	if sub.Status == "" {
+		sub.Status = StatusQueued
+	}
+	if n, err := sr.QueuedAt.Int64(); err == nil && n > 0 {
+		sub.QueuedAt = unixGuess(float64(n))
+	}
+	if n, err := sr.EstimatedProcessingTime.Int64(); err == nil {
+		sub.EstimatedProcessingTime = n
+	}
+	return sub, nil
+}
+
+// HashKey is the idempotent key derived for the HASH strategy where the
+// client must derive one (self-hosted engines; Cloud derives its own): the
+// lower-case hex SHA-256 of
+//
+//	scope "\n" METHOD "\n" url "\n" body
+//
+// with the method upper-cased (empty = GET) and the URL exactly as sent.
+// scope is the self-hosted user ID, so two users never share a key.
+func HashKey(scope, method, url string, body []byte) string {
+	h := sha256.New()
+	h.Write([]byte(scope))
+	h.Write([]byte{'\n'})
+	h.Write([]byte(normalizeMethod(method)))
+	h.Write([]byte{'\n'})
+	h.Write([]byte(url))
+	h.Write([]byte{'\n'})
+	h.Write(body)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// UniqueKey returns a fresh random idempotent key (a UUID v4), for the UNIQUE
+// strategy.
+func UniqueKey() string { return uuid.NewString() }

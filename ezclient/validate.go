@@ -1,0 +1,270 @@
+package ezclient
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"unicode/utf8"
+)
+
+// maxJobDepth bounds nesting (fallback chains, on_success, on_failure); it
+// also catches accidental cycles between jobs.
+const maxJobDepth = 32
+
+var knownMethods = map[string]bool{
+	http.MethodGet: true, http.MethodHead: true, http.MethodPost: true, http.MethodPut: true,
+	http.MethodPatch: true, http.MethodDelete: true, http.MethodOptions: true, http.MethodTrace: true,
+}
+
+// Validate checks the job (and every nested job) against the rules that hold
+// for every dialect. It returns a *ValidationError naming the first offending
+// field, e.g. "fallback_job.url".
+func (j *Job) Validate() error {
+	return j.validate("", 0)
+}
+
+func fieldPath(prefix, name string) string {
+	if prefix == "" {
+		return name
+	}
+	return prefix + "." + name
+}
+
+func invalid(field, format string, args ...any) error {
+	return &ValidationError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// ValidateURL checks that raw is an absolute http or https URL with a host.
+func ValidateURL(field, raw string) error {
+	if raw == "" {
+		return invalid(field, "required")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return invalid(field, "not a URL: %v", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return invalid(field, "%q is not an absolute http(s) URL", raw)
+	}
+	if u.Host == "" {
+		return invalid(field, "%q has no host", raw)
+	}
+	return nil
+}
+
+// ValidateMethod checks that m is a known HTTP method (any case; empty means GET).
+func ValidateMethod(field, m string) error {
+	if m == "" {
+		return nil
+	}
+	if !knownMethods[strings.ToUpper(m)] {
+		return invalid(field, "unknown HTTP method %q", m)
+	}
+	return nil
+}
+
+func validStatus(code int) bool { return code >= 100 && code <= 599 }
+
+func (j *Job) validate(p string, depth int) error {
+	if j == nil {
+		return invalid(p, "nil job")
+	}
+	if depth > maxJobDepth {
+		return invalid(p, "jobs nested deeper than %d (is there a cycle?)", maxJobDepth)
+	}
+	if err := ValidateURL(fieldPath(p, "url"), j.URL); err != nil {
+		return err
+	}
+	if err := ValidateMethod(fieldPath(p, "method"), j.Method); err != nil {
+		return err
+	}
+	for k, v := range j.Headers {
+		if !validHeaderName(k) {
+			return invalid(fieldPath(p, "headers"), "invalid header name %q", k)
+		}
+		if !validHeaderValue(v) {
+			return invalid(fieldPath(p, "headers"), "invalid value for header %q", k)
+		}
+	}
+	if !utf8.ValidString(j.Body) {
+		return invalid(fieldPath(p, "body"), "not valid UTF-8 (the body travels as a JSON string; binary bodies cannot be carried)")
+	}
+	voting := 0
+	for i, w := range j.Webhooks {
+		wp := fmt.Sprintf("%s[%d]", fieldPath(p, "webhooks"), i)
+		if err := ValidateURL(wp+".url", w.URL); err != nil {
+			return err
+		}
+		for _, r := range w.Regions {
+			if strings.TrimSpace(string(r)) == "" {
+				return invalid(wp+".regions", "empty region code")
+			}
+		}
+		if w.Votes() {
+			voting++
+		}
+	}
+	if j.WebhookQuorum < 0 {
+		return invalid(fieldPath(p, "webhook_quorum"), "negative (%d)", j.WebhookQuorum)
+	}
+	if j.WebhookQuorum > 1 && j.WebhookQuorum > voting {
+		return invalid(fieldPath(p, "webhook_quorum"), "quorum %d is larger than the %d webhooks with has_quorum_vote", j.WebhookQuorum, voting)
+	}
+	for _, r := range j.Regions {
+		if strings.TrimSpace(string(r)) == "" {
+			return invalid(fieldPath(p, "regions"), "empty region code")
+		}
+	}
+	switch j.RegionPolicy {
+	case "", RegionPolicyFallback, RegionPolicyStrict:
+	default:
+		return invalid(fieldPath(p, "region_policy"), "unknown region policy %q", j.RegionPolicy)
+	}
+	switch j.ExecutionMode {
+	case "", ExecutionRace, ExecutionFanout:
+	default:
+		return invalid(fieldPath(p, "execution_mode"), "unknown execution mode %q", j.ExecutionMode)
+	}
+	if rp := j.RetryPolicy; rp != nil {
+		rpp := fieldPath(p, "retry_policy")
+		if rp.MaxRetries < 0 {
+			return invalid(rpp+".max_retries", "negative (%d)", rp.MaxRetries)
+		}
+		if rp.MaxReroutes < 0 {
+			return invalid(rpp+".max_reroutes", "negative (%d)", rp.MaxReroutes)
+		}
+		for _, c := range rp.RetryCodes {
+			if !validStatus(c) {
+				return invalid(rpp+".retry_codes", "%d is not an HTTP status code", c)
+			}
+		}
+		for _, c := range rp.RerouteCodes {
+			if !validStatus(c) {
+				return invalid(rpp+".reroute_codes", "%d is not an HTTP status code", c)
+			}
+		}
+	}
+	if j.OnFailureTimeout < 0 {
+		return invalid(fieldPath(p, "on_failure_timeout_ms"), "negative (%v)", j.OnFailureTimeout)
+	}
+	if f := j.Fallback; f != nil {
+		fp := fieldPath(p, "fallback_job")
+		if f.Job == nil {
+			return invalid(fp, "fallback without a job")
+		}
+		if t := f.Trigger; t != nil {
+			switch t.Type {
+			case TriggerOnError:
+				if len(t.Codes) == 0 {
+					return invalid(fp+".trigger.codes", "an on_error trigger needs at least one status code")
+				}
+				for _, c := range t.Codes {
+					if !validStatus(c) {
+						return invalid(fp+".trigger.codes", "%d is not an HTTP status code", c)
+					}
+				}
+			case TriggerOnTimeout:
+				if t.Timeout <= 0 {
+					return invalid(fp+".trigger.timeout_ms", "an on_timeout trigger needs a positive timeout (got %v)", t.Timeout)
+				}
+			default:
+				return invalid(fp+".trigger.type", "unknown trigger type %q", t.Type)
+			}
+		}
+		if err := f.Job.validate(fp, depth+1); err != nil {
+			return err
+		}
+	}
+	if j.OnSuccess != nil {
+		if err := j.OnSuccess.validate(fieldPath(p, "on_success"), depth+1); err != nil {
+			return err
+		}
+	}
+	if j.OnFailure != nil {
+		if err := j.OnFailure.validate(fieldPath(p, "on_failure"), depth+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func unsupported(field, reason string) error {
+	return &ValidationError{Field: field, Reason: reason, Unsupported: true}
+}
+
+// ValidateFor checks the job for dialect d: Validate, plus the fields that d
+// cannot carry. Self-hosted engines take exactly one webhook and none of
+// metadata, regions, region_policy, execution_mode, webhook_quorum,
+// retry_policy, fallback_job, on_success, on_failure, on_failure_timeout_ms,
+// retry_at or per-webhook options; a job using one fails here with an error
+// satisfying errors.Is(err, ErrUnsupported) that names the field.
+func (j *Job) ValidateFor(d Dialect) error {
+	if err := j.Validate(); err != nil {
+		return err
+	}
+	if d != DialectSelfHosted {
+		return nil
+	}
+	const why = "self-hosted engines cannot carry it"
+	switch {
+	case len(j.Metadata) > 0:
+		return unsupported("metadata", why)
+	case len(j.Regions) > 0:
+		return unsupported("regions", why)
+	case j.RegionPolicy != "" && j.RegionPolicy != RegionPolicyFallback:
+		return unsupported("region_policy", why)
+	case j.ExecutionMode != "" && j.ExecutionMode != ExecutionRace:
+		return unsupported("execution_mode", why)
+	case j.WebhookQuorum > 1:
+		return unsupported("webhook_quorum", why)
+	case j.RetryPolicy != nil:
+		return unsupported("retry_policy", why)
+	case j.Fallback != nil:
+		return unsupported("fallback_job", why)
+	case j.OnSuccess != nil:
+		return unsupported("on_success", why)
+	case j.OnFailure != nil:
+		return unsupported("on_failure", why)
+	case j.OnFailureTimeout != 0:
+		return unsupported("on_failure_timeout_ms", why)
+	case !j.RetryAt.IsZero():
+		return unsupported("retry_at", why)
+	case len(j.Webhooks) > 1:
+		return unsupported("webhooks", "self-hosted engines deliver to exactly one webhook (webhook_url)")
+	case len(j.Webhooks) == 0:
+		return invalid("webhooks", "self-hosted engines require exactly one webhook (webhook_url)")
+	case len(j.Webhooks[0].Regions) > 0:
+		return unsupported("webhooks[0].regions", why)
+	case !j.Webhooks[0].Votes():
+		return unsupported("webhooks[0].has_quorum_vote", why)
+	}
+	return nil
+}
+
+// validHeaderName reports whether s is an RFC 9110 token.
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue reports whether s has no control characters but tab.
+func validHeaderValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
