@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -31,23 +32,154 @@ type proxyEnvelope struct {
 	Body       string            `json:"body"`
 }
 
+// errorFields are the error keys shared by the proxy's and the engines'
+// replies. The retry fields are kept raw: servers send numbers, numeric
+// strings or dates, and one odd field must not hide the rest of the reply.
+type errorFields struct {
+	Error             string
+	Message           string
+	RetryAfter        json.RawMessage
+	RetryAfterSeconds json.RawMessage
+	RetryAt           json.RawMessage
+}
+
+// forwardedResponse is the engine's reply as relayed by the proxy.
+type forwardedResponse struct {
+	StatusCode int
+	Body       []byte // the engine's reply, decoded from its JSON string
+}
+
 // proxyReply is the proxy's answer, for every status.
 type proxyReply struct {
-	Status            string          `json:"status"`
-	Error             string          `json:"error"`
-	Message           string          `json:"message"`
-	RetryAfter        json.Number     `json:"retry_after"`
-	RetryAfterSeconds json.Number     `json:"retry_after_seconds"`
-	RetryAt           json.RawMessage `json:"retry_at"`
-	ForwardedResponse *struct {
-		StatusCode int             `json:"status_code"`
-		Headers    json.RawMessage `json:"headers"`
+	Status string
+	errorFields
+	// Forwarded is nil when the reply has no forwarded_response.
+	Forwarded *forwardedResponse
+}
+
+// decodeErrorFields reads the error keys of a JSON object reply. ok is false
+// when body is not a JSON object.
+func decodeErrorFields(body []byte) (errorFields, bool) {
+	var raw struct {
+		Error             json.RawMessage `json:"error"`
+		Message           json.RawMessage `json:"message"`
+		RetryAfter        json.RawMessage `json:"retry_after"`
+		RetryAfterSeconds json.RawMessage `json:"retry_after_seconds"`
+		RetryAt           json.RawMessage `json:"retry_at"`
+	}
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return errorFields{}, false
+	}
+	return errorFields{
+		Error:             looseString(raw.Error),
+		Message:           looseString(raw.Message),
+		RetryAfter:        raw.RetryAfter,
+		RetryAfterSeconds: raw.RetryAfterSeconds,
+		RetryAt:           raw.RetryAt,
+	}, true
+}
+
+// decodeProxyReply parses the proxy's reply body (protocol §1.1). It fails
+// only when body is not a JSON object or a present forwarded_response is
+// malformed (its body not a JSON string, object or null, or its status_code
+// not an integer).
+func decodeProxyReply(body []byte) (proxyReply, error) {
+	var raw struct {
+		Status            json.RawMessage `json:"status"`
+		ForwardedResponse json.RawMessage `json:"forwarded_response"`
+	}
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return proxyReply{}, err
+	}
+	ef, _ := decodeErrorFields(body)
+	pr := proxyReply{Status: looseString(raw.Status), errorFields: ef}
+	fr := bytes.TrimSpace(raw.ForwardedResponse)
+	if len(fr) == 0 || bytes.Equal(fr, []byte("null")) {
+		return pr, nil
+	}
+	var rf struct {
+		StatusCode json.RawMessage `json:"status_code"`
 		Body       json.RawMessage `json:"body"`
-	} `json:"forwarded_response"`
+	}
+	if err := json.Unmarshal(fr, &rf); err != nil {
+		return proxyReply{}, fmt.Errorf("forwarded_response: %w", err)
+	}
+	code, ok := looseInt(rf.StatusCode)
+	if !ok {
+		return proxyReply{}, fmt.Errorf("forwarded_response.status_code %s is not an integer", truncateN(rf.StatusCode, 32))
+	}
+	inner, err := decodeForwardedBody(rf.Body)
+	if err != nil {
+		return proxyReply{}, fmt.Errorf("forwarded_response.body: %w", err)
+	}
+	pr.Forwarded = &forwardedResponse{StatusCode: code, Body: inner}
+	return pr, nil
+}
+
+// looseString returns a JSON string's value, the text of a number or
+// boolean, the "message" (or "error") of an object, and "" for null or
+// anything else.
+func looseString(raw json.RawMessage) string {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return ""
+	}
+	switch raw[0] {
+	case '"':
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			return s
+		}
+	case '{':
+		var o struct {
+			Message json.RawMessage `json:"message"`
+			Error   json.RawMessage `json:"error"`
+		}
+		if json.Unmarshal(raw, &o) == nil {
+			// Only one level deep: a hostile reply cannot make this recurse.
+			for _, r := range []json.RawMessage{o.Message, o.Error} {
+				r = bytes.TrimSpace(r)
+				if len(r) > 0 && r[0] == '"' {
+					var s string
+					if json.Unmarshal(r, &s) == nil && s != "" {
+						return s
+					}
+				}
+			}
+		}
+		return string(truncateN(raw, 512))
+	case 'n':
+		return ""
+	case '[':
+		return string(truncateN(raw, 512))
+	}
+	return string(raw) // number, true, false
+}
+
+// looseInt reads an integer sent as a JSON number (possibly written with a
+// fraction or exponent, e.g. 201.0) or as a numeric string.
+func looseInt(raw json.RawMessage) (int, bool) {
+	s := looseString(raw)
+	if s == "" {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || f != math.Trunc(f) || f < math.MinInt32 || f > math.MaxInt32 {
+		return 0, false
+	}
+	return int(f), true
 }
 
 // call performs one logical engine call with retries of transient failures.
 // path is relative to the engine URL, e.g. "/api/v1/jobs" or "/jobs".
+//
+// A 5xx reply (from the proxy, from the engine behind it, or from a
+// self-hosted engine) and a network failure are transient: they are retried
+// up to c.maxAttempts tries in all with jittered exponential backoff, the
+// same body (hence the same idempotent key) each time. Any other reply is
+// returned as is, for the caller to interpret: the proxy's own 4xx and
+// refusals come back as typed errors, the engine's as a reply. A backoff
+// wait that would end after ctx's deadline is not started.
 func (c *Client) call(ctx context.Context, method, path string, body []byte) (reply, error) {
 	var lastErr error
 	for attempt := 1; ; attempt++ {
@@ -58,6 +190,9 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte) (re
 			return reply{}, err
 		}
 		r, err := c.callOnce(ctx, method, path, body)
+		if err == nil && r.status >= 500 {
+			err = c.replyError(r)
+		}
 		if err == nil {
 			return r, nil
 		}
@@ -86,7 +221,7 @@ func (c *Client) retryable(ctx context.Context, err error) bool {
 	}
 	var ee *EngineError
 	if errors.As(err, &ee) {
-		return ee.StatusCode >= 500
+		return ee.StatusCode >= 500 && ee.StatusCode <= 599
 	}
 	var ne *networkError
 	return errors.As(err, &ne)
@@ -138,24 +273,28 @@ func (c *Client) newRequest(ctx context.Context, method, url string, body []byte
 	return req, nil
 }
 
+// transportError turns a failed round trip into the error call returns: the
+// context's error when the context ended (not retried), otherwise a
+// *networkError. The API key is scrubbed from the message.
+func (c *Client) transportError(req *http.Request, err error) error {
+	if ctxErr := req.Context().Err(); ctxErr != nil {
+		return fmt.Errorf("ezthrottle: %s %s: %w", req.Method, req.URL.Redacted(), ctxErr)
+	}
+	return &networkError{err: errors.New(c.scrub(err.Error()))}
+}
+
 func (c *Client) do(req *http.Request) (*http.Response, []byte, error) {
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		if ctxErr := req.Context().Err(); ctxErr != nil {
-			return nil, nil, fmt.Errorf("ezthrottle: %s %s: %w", req.Method, req.URL.Redacted(), ctxErr)
-		}
-		return nil, nil, &networkError{err: errors.New(c.scrub(err.Error()))}
+		return nil, nil, c.transportError(req, err)
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxReplyBody+1))
 	drainClose(resp.Body)
 	if err != nil {
-		if ctxErr := req.Context().Err(); ctxErr != nil {
-			return nil, nil, ctxErr
-		}
-		return nil, nil, &networkError{err: err}
+		return nil, nil, c.transportError(req, err)
 	}
 	if len(b) > maxReplyBody {
-		return nil, nil, &EngineError{StatusCode: resp.StatusCode, Message: "reply larger than 4 MiB", Body: b[:maxErrorBody]}
+		return nil, nil, &EngineError{StatusCode: resp.StatusCode, Message: "reply larger than 4 MiB", Body: []byte(c.scrub(string(b[:maxErrorBody])))}
 	}
 	return resp, b, nil
 }
@@ -181,49 +320,56 @@ func (c *Client) callCloud(ctx context.Context, method, path string, body []byte
 	if err != nil {
 		return reply{}, err
 	}
-	var pr proxyReply
-	decErr := json.Unmarshal(rb, &pr)
-	if resp.StatusCode != http.StatusOK {
-		return reply{}, c.statusError(resp.StatusCode, resp.Header, rb, &pr, decErr == nil, true)
+	return c.proxyResult(resp.StatusCode, resp.Header, rb)
+}
+
+// proxyResult interprets the proxy's reply (protocol §1.1): the engine's
+// reply unwrapped from forwarded_response when the verdict is "allowed", a
+// typed error otherwise.
+func (c *Client) proxyResult(status int, h http.Header, rb []byte) (reply, error) {
+	pr, decErr := decodeProxyReply(rb)
+	if status != http.StatusOK {
+		ef, ok := decodeErrorFields(rb)
+		return reply{}, c.statusError(status, h, rb, ef, ok, true)
 	}
 	if decErr != nil {
-		return reply{}, &EngineError{StatusCode: resp.StatusCode, Proxy: true, Message: "malformed proxy reply: " + decErr.Error(), Body: truncate(rb)}
+		return reply{}, &EngineError{StatusCode: status, Proxy: true, Message: "malformed proxy reply: " + decErr.Error(), Body: c.scrubBytes(truncate(rb))}
 	}
 	if pr.Status != "allowed" {
-		if d, at, ok := c.retryHint(resp.Header, &pr); ok {
-			return reply{}, &RateLimitError{StatusCode: http.StatusTooManyRequests, RetryAfter: d, RetryAt: at, Message: c.scrub(firstNonEmpty(pr.Error, pr.Message, "proxy verdict "+strconv.Quote(pr.Status)))}
+		msg := c.scrub(firstNonEmpty(joinMsg(pr.Error, pr.Message), "proxy verdict "+strconv.Quote(pr.Status)))
+		if d, at, ok := c.retryHint(h, pr.errorFields); ok {
+			return reply{}, &RateLimitError{StatusCode: http.StatusTooManyRequests, RetryAfter: d, RetryAt: at, Message: msg}
 		}
-		return reply{}, &AuthError{StatusCode: http.StatusForbidden, Message: c.scrub(firstNonEmpty(pr.Error, pr.Message, "proxy verdict "+strconv.Quote(pr.Status)))}
+		return reply{}, &AuthError{StatusCode: http.StatusForbidden, Message: msg}
 	}
-	if pr.ForwardedResponse == nil {
-		return reply{}, &EngineError{StatusCode: resp.StatusCode, Proxy: true, Message: "proxy reply without forwarded_response", Body: truncate(rb)}
+	if pr.Forwarded == nil {
+		return reply{}, &EngineError{StatusCode: status, Proxy: true, Message: "proxy reply without forwarded_response", Body: c.scrubBytes(truncate(rb))}
 	}
-	fr := pr.ForwardedResponse
-	inner, err := decodeForwardedBody(fr.Body)
-	if err != nil {
-		return reply{}, &EngineError{StatusCode: fr.StatusCode, Proxy: true, Message: "malformed forwarded_response.body: " + err.Error(), Body: truncate(rb)}
+	if fc := pr.Forwarded.StatusCode; fc < 100 || fc > 599 {
+		return reply{}, &EngineError{StatusCode: status, Proxy: true, Message: fmt.Sprintf("forwarded_response.status_code %d is not an HTTP status", fc), Body: c.scrubBytes(truncate(rb))}
 	}
-	if fr.StatusCode < 100 || fr.StatusCode > 599 {
-		return reply{}, &EngineError{StatusCode: resp.StatusCode, Proxy: true, Message: fmt.Sprintf("forwarded_response.status_code %d is not an HTTP status", fr.StatusCode), Body: truncate(rb)}
-	}
-	return reply{status: fr.StatusCode, body: inner}, nil
+	return reply{status: pr.Forwarded.StatusCode, body: pr.Forwarded.Body}, nil
 }
 
 // decodeForwardedBody returns the engine's reply bytes. The proxy sends the
-// engine's reply as a JSON string; an object is accepted too, as is null.
+// engine's reply as a JSON string; an object or array is accepted too, as is
+// null or an absent body.
 func decodeForwardedBody(raw json.RawMessage) ([]byte, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 		return nil, nil
 	}
-	if raw[0] == '"' {
+	switch raw[0] {
+	case '"':
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
 			return nil, err
 		}
 		return []byte(s), nil
+	case '{', '[':
+		return raw, nil
 	}
-	return raw, nil
+	return nil, fmt.Errorf("want a JSON string, got %s", truncateN(raw, 32))
 }
 
 func (c *Client) callDirect(ctx context.Context, method, path string, body []byte) (reply, error) {
@@ -238,71 +384,73 @@ func (c *Client) callDirect(ctx context.Context, method, path string, body []byt
 	return reply{status: resp.StatusCode, header: resp.Header, body: rb}, nil
 }
 
-// engineErrBody is the error shape of both engines and the proxy.
-type engineErrBody struct {
-	Error             string          `json:"error"`
-	Message           string          `json:"message"`
-	RetryAfter        json.Number     `json:"retry_after"`
-	RetryAfterSeconds json.Number     `json:"retry_after_seconds"`
-	RetryAt           json.RawMessage `json:"retry_at"`
-}
-
 // replyError turns a non-success engine reply into a typed error.
 func (c *Client) replyError(r reply) error {
-	var eb engineErrBody
-	ok := json.Unmarshal(r.body, &eb) == nil
-	pr := proxyReply{Error: eb.Error, Message: eb.Message, RetryAfter: eb.RetryAfter, RetryAfterSeconds: eb.RetryAfterSeconds, RetryAt: eb.RetryAt}
-	return c.statusError(r.status, r.header, r.body, &pr, ok, false)
+	ef, ok := decodeErrorFields(r.body)
+	return c.statusError(r.status, r.header, r.body, ef, ok, false)
 }
 
-func (c *Client) statusError(status int, h http.Header, body []byte, pr *proxyReply, decoded, proxy bool) error {
+// statusError maps a failed reply to a typed error: 429 → *RateLimitError,
+// 401/403 → *AuthError, anything else → *EngineError. The API key is
+// scrubbed from every message and body.
+func (c *Client) statusError(status int, h http.Header, body []byte, ef errorFields, decoded, proxy bool) error {
 	msg := ""
 	if decoded {
-		msg = firstNonEmpty(joinMsg(pr.Error, pr.Message))
+		msg = joinMsg(ef.Error, ef.Message)
 	}
-	if msg == "" {
-		msg = strings.TrimSpace(string(truncateN(body, 512)))
+	if strings.TrimSpace(msg) == "" {
+		msg = strings.TrimSpace(strings.ToValidUTF8(string(truncateN(body, 512)), "\ufffd"))
 	}
 	msg = c.scrub(msg)
 	switch {
 	case status == http.StatusTooManyRequests:
-		d, at, _ := c.retryHint(h, pr)
+		d, at, _ := c.retryHint(h, ef)
 		return &RateLimitError{StatusCode: status, RetryAfter: d, RetryAt: at, Message: msg}
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		return &AuthError{StatusCode: status, Message: msg}
 	}
-	return &EngineError{StatusCode: status, Message: msg, Body: []byte(c.scrub(string(truncate(body)))), Proxy: proxy}
+	return &EngineError{StatusCode: status, Message: msg, Body: c.scrubBytes(truncate(body)), Proxy: proxy}
+}
+
+func (c *Client) scrubBytes(b []byte) []byte {
+	if c.apiKey == "" || len(c.apiKey) < 4 {
+		return b
+	}
+	return bytes.ReplaceAll(b, []byte(c.apiKey), []byte("****"))
 }
 
 func joinMsg(a, b string) string {
 	switch {
-	case a == "":
+	case strings.TrimSpace(a) == "":
 		return b
-	case b == "" || a == b:
+	case strings.TrimSpace(b) == "" || a == b:
 		return a
 	}
 	return a + ": " + b
 }
 
 // retryHint extracts the wait from a Retry-After header (which wins) or the
-// body's retry_after / retry_after_seconds (seconds) or retry_at (unix
-// seconds, unix milliseconds or RFC 3339).
-func (c *Client) retryHint(h http.Header, pr *proxyReply) (time.Duration, time.Time, bool) {
+// body's retry_after / retry_after_seconds (seconds, as a number or a
+// string; an HTTP-date is accepted too) or retry_at (unix seconds, unix
+// milliseconds or RFC 3339). Garbage, negative and absurd (over a week)
+// values are ignored.
+func (c *Client) retryHint(h http.Header, ef errorFields) (time.Duration, time.Time, bool) {
 	now := c.now()
 	if h != nil {
 		if d, ok := parseRetryAfter(h.Get("Retry-After"), now); ok {
 			return d, now.Add(d), true
 		}
 	}
-	for _, n := range []json.Number{pr.RetryAfter, pr.RetryAfterSeconds} {
-		if n == "" {
-			continue
+	for _, raw := range []json.RawMessage{ef.RetryAfter, ef.RetryAfterSeconds} {
+		raw = bytes.TrimSpace(raw)
+		if len(raw) == 0 || (raw[0] != '"' && (raw[0] < '0' || raw[0] > '9') && raw[0] != '-') {
+			continue // absent, null, boolean, object, array
 		}
-		if d, ok := parseRetryAfter(n.String(), now); ok {
+		if d, ok := parseRetryAfter(looseString(raw), now); ok {
 			return d, now.Add(d), true
 		}
 	}
-	if at, ok := parseRetryAt(pr.RetryAt, now); ok {
+	if at, ok := parseRetryAt(ef.RetryAt, now); ok {
 		d := at.Sub(now)
 		if d < 0 {
 			d = 0
@@ -323,7 +471,10 @@ func parseRetryAt(raw json.RawMessage, now time.Time) (time.Time, bool) {
 		if json.Unmarshal(raw, &s) != nil {
 			return time.Time{}, false
 		}
+		s = strings.TrimSpace(s)
 		if p, err := time.Parse(time.RFC3339, s); err == nil {
+			t = p
+		} else if p, err := time.Parse(http.TimeFormat, s); err == nil {
 			t = p
 		} else if n, err := strconv.ParseFloat(s, 64); err == nil {
 			t = unixGuess(n)
@@ -332,7 +483,7 @@ func parseRetryAt(raw json.RawMessage, now time.Time) (time.Time, bool) {
 		}
 	} else {
 		n, err := strconv.ParseFloat(string(raw), 64)
-		if err != nil || n != n {
+		if err != nil {
 			return time.Time{}, false
 		}
 		t = unixGuess(n)
@@ -343,15 +494,18 @@ func parseRetryAt(raw json.RawMessage, now time.Time) (time.Time, bool) {
 	return t, true
 }
 
-// unixGuess reads n as unix milliseconds when it is too large to be seconds.
+// unixGuess reads n as unix milliseconds when it is too large to be seconds
+// (after the year 5138). It returns the zero time for non-positive, NaN,
+// infinite and absurdly large values.
 func unixGuess(n float64) time.Time {
-	if n <= 0 || n > 1e15 {
+	if !(n > 0) || n > 1e15 { // !(n > 0) also catches NaN
 		return time.Time{}
 	}
 	if n > 1e11 {
 		return time.UnixMilli(int64(n))
 	}
-	return time.Unix(int64(n), 0)
+	sec, frac := math.Modf(n)
+	return time.Unix(int64(sec), int64(frac*1e9))
 }
 
 func firstNonEmpty(ss ...string) string {

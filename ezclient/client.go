@@ -219,6 +219,16 @@ func withSleep(f func(ctx context.Context, d time.Duration) error) Option {
 	return func(o *options) { o.c.sleep = f }
 }
 
+// withNow replaces the clock used for Retry-After dates and deadlines (tests).
+func withNow(f func() time.Time) Option {
+	return func(o *options) { o.c.now = f }
+}
+
+// withJitter replaces the backoff jitter (tests).
+func withJitter(f func(time.Duration) time.Duration) Option {
+	return func(o *options) { o.c.jitter = f }
+}
+
 // New returns a Client. With no options it talks to EZThrottle Cloud with the
 // API key from EZTHROTTLE_API_KEY; a missing key is an error here
 // (ErrMissingAPIKey), not a 401 later.
@@ -248,6 +258,10 @@ func New(opts ...Option) (*Client, error) {
 		c.apiKey = o.getenv(EnvAPIKey)
 	}
 	c.apiKey = strings.TrimSpace(c.apiKey)
+	if !validHeaderValue(c.apiKey) {
+		// The reason never quotes the key.
+		return nil, &ValidationError{Field: "api_key", Reason: "contains control characters, which an HTTP header cannot carry"}
+	}
 	if !o.proxySet {
 		c.proxyURL = o.getenv(EnvProxyURL)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 )
@@ -273,10 +274,18 @@ func (j Job) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON decodes a job in the engine's format. A "trigger" key on the
 // top-level object is ignored (it only has meaning inside fallback_job).
+//
+// Numbers inside Metadata decode as json.Number, so that they encode again
+// exactly as they were received (no float64 rounding of large integers).
 func (j *Job) UnmarshalJSON(b []byte) error {
 	var w wireJob
-	if err := json.Unmarshal(b, &w); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&w); err != nil {
 		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("ezthrottle: job: unexpected data after the JSON object")
 	}
 	job, err := w.toJob()
 	if err != nil {
@@ -311,7 +320,9 @@ func (w *wireJob) toJob() (*Job, error) {
 	}
 	if len(w.FallbackJob) > 0 && !bytes.Equal(w.FallbackJob, []byte("null")) {
 		var fw wireJob
-		if err := json.Unmarshal(w.FallbackJob, &fw); err != nil {
+		dec := json.NewDecoder(bytes.NewReader(w.FallbackJob))
+		dec.UseNumber()
+		if err := dec.Decode(&fw); err != nil {
 			return nil, fmt.Errorf("fallback_job: %w", err)
 		}
 		fj, err := fw.toJob()
@@ -339,7 +350,7 @@ func (j *Job) Clone() *Job {
 	if j.Metadata != nil {
 		c.Metadata = make(map[string]any, len(j.Metadata))
 		for k, v := range j.Metadata {
-			c.Metadata[k] = v
+			c.Metadata[k] = cloneValue(v)
 		}
 	}
 	if j.Webhooks != nil {
@@ -374,6 +385,34 @@ func (j *Job) Clone() *Job {
 	c.OnSuccess = j.OnSuccess.Clone()
 	c.OnFailure = j.OnFailure.Clone()
 	return &c
+}
+
+// cloneValue deep-copies the JSON-like values found in metadata (maps,
+// slices); other values are copied as they are.
+func cloneValue(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			m[k] = cloneValue(e)
+		}
+		return m
+	case []any:
+		s := make([]any, len(x))
+		for i, e := range x {
+			s[i] = cloneValue(e)
+		}
+		return s
+	case map[string]string:
+		m := make(map[string]string, len(x))
+		for k, e := range x {
+			m[k] = e
+		}
+		return m
+	case []string:
+		return append([]string(nil), x...)
+	}
+	return v
 }
 
 func normalizeMethod(m string) string {

@@ -1,12 +1,16 @@
 package ezclient
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -43,16 +47,6 @@ type Submission struct {
 	// Duplicate is true when the engine already had a job with this
 	// idempotent key and returned it instead of creating a new one.
 	Duplicate bool `json:"duplicate,omitempty"`
-}
-
-// submitReply is the engine's reply to a job submission, both dialects.
-type submitReply struct {
-	JobID                   string      `json:"job_id"`
-	Status                  JobStatus   `json:"status"`
-	IdempotentKey           string      `json:"idempotent_key"`
-	QueuedAt                json.Number `json:"queued_at"`
-	EstimatedProcessingTime json.Number `json:"estimated_processing_time"`
-	Duplicate               bool        `json:"duplicate"`
 }
 
 // selfHostedJob is the body of POST /jobs on self-hosted engines.
@@ -128,31 +122,73 @@ func (c *Client) Submit(ctx context.Context, job *Job) (*Submission, error) {
 	return sub, nil
 }
 
-// decodeSubmission parses a 200/201 submission reply. A 200 is a duplicate.
+// decodeSubmission parses a 200/201 submission reply (protocol §1.3 and
+// §2); a 200 is a duplicate. It is lenient with the optional fields (a
+// queued_at or estimated_processing_time in an unexpected form is dropped,
+// not fatal: the job was accepted) and strict only about job_id.
 func decodeSubmission(status int, body []byte) (*Submission, error) {
-	var sr submitReply
-	if err := json.Unmarshal(body, &sr); err != nil {
+	var raw struct {
+		JobID                   json.RawMessage `json:"job_id"`
+		Status                  json.RawMessage `json:"status"`
+		IdempotentKey           json.RawMessage `json:"idempotent_key"`
+		QueuedAt                json.RawMessage `json:"queued_at"`
+		EstimatedProcessingTime json.RawMessage `json:"estimated_processing_time"`
+		Duplicate               json.RawMessage `json:"duplicate"`
+	}
+	if err := json.Unmarshal(body, &raw); err != nil {
 		return nil, &EngineError{StatusCode: status, Message: "malformed submission reply: " + err.Error(), Body: truncate(body)}
 	}
-	if sr.JobID == "" {
+	jobID := scalarString(raw.JobID)
+	if strings.TrimSpace(jobID) == "" {
 		return nil, &EngineError{StatusCode: status, Message: "submission reply without job_id", Body: truncate(body)}
 	}
 	sub := &Submission{
-		JobID:         sr.JobID,
-		Status:        sr.Status,
-		IdempotentKey: sr.IdempotentKey,
-		Duplicate:     sr.Duplicate || status == http.StatusOK,
+		JobID:         jobID,
+		Status:        JobStatus(scalarString(raw.Status)),
+		IdempotentKey: scalarString(raw.IdempotentKey),
+		QueuedAt:      looseTime(raw.QueuedAt),
+		Duplicate:     looseBool(raw.Duplicate) || status == http.StatusOK,
 	}
 	if sub.Status == "" {
 		sub.Status = StatusQueued
 	}
-	if n, err := sr.QueuedAt.Int64(); err == nil && n > 0 {
-		sub.QueuedAt = unixGuess(float64(n))
-	}
-	if n, err := sr.EstimatedProcessingTime.Int64(); err == nil {
-		sub.EstimatedProcessingTime = n
+	if f, err := strconv.ParseFloat(scalarString(raw.EstimatedProcessingTime), 64); err == nil && f >= 0 && f < math.MaxInt64/2 {
+		sub.EstimatedProcessingTime = int64(f)
 	}
 	return sub, nil
+}
+
+// scalarString is looseString restricted to strings, numbers and booleans:
+// objects and arrays give "".
+func scalarString(raw json.RawMessage) string {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] == '{' || raw[0] == '[' {
+		return ""
+	}
+	return looseString(raw)
+}
+
+// looseBool reads true or "true" (any case).
+func looseBool(raw json.RawMessage) bool {
+	b, err := strconv.ParseBool(strings.ToLower(strings.TrimSpace(scalarString(raw))))
+	return err == nil && b
+}
+
+// looseTime reads a timestamp sent as unix milliseconds or seconds (number
+// or numeric string) or as an RFC 3339 string; anything else is the zero
+// time.
+func looseTime(raw json.RawMessage) time.Time {
+	s := strings.TrimSpace(scalarString(raw))
+	if s == "" {
+		return time.Time{}
+	}
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		return unixGuess(f)
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t
+	}
+	return time.Time{}
 }
 
 // HashKey is the idempotent key derived for the HASH strategy where the

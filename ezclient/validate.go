@@ -1,16 +1,23 @@
 package ezclient
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
 // maxJobDepth bounds nesting (fallback chains, on_success, on_failure); it
 // also catches accidental cycles between jobs.
 const maxJobDepth = 32
+
+// maxJobCount bounds the number of jobs in one tree (a job shared by
+// several parents counts once per parent), so that a small graph of shared
+// children cannot make validation or encoding explode.
+const maxJobCount = 1000
 
 var knownMethods = map[string]bool{
 	http.MethodGet: true, http.MethodHead: true, http.MethodPost: true, http.MethodPut: true,
@@ -21,7 +28,8 @@ var knownMethods = map[string]bool{
 // for every dialect. It returns a *ValidationError naming the first offending
 // field, e.g. "fallback_job.url".
 func (j *Job) Validate() error {
-	return j.validate("", 0)
+	budget := maxJobCount
+	return j.validate("", 0, &budget)
 }
 
 func fieldPath(prefix, name string) string {
@@ -66,12 +74,15 @@ func ValidateMethod(field, m string) error {
 
 func validStatus(code int) bool { return code >= 100 && code <= 599 }
 
-func (j *Job) validate(p string, depth int) error {
+func (j *Job) validate(p string, depth int, budget *int) error {
 	if j == nil {
 		return invalid(p, "nil job")
 	}
 	if depth > maxJobDepth {
 		return invalid(p, "jobs nested deeper than %d (is there a cycle?)", maxJobDepth)
+	}
+	if *budget--; *budget < 0 {
+		return invalid(p, "more than %d jobs in one tree", maxJobCount)
 	}
 	if err := ValidateURL(fieldPath(p, "url"), j.URL); err != nil {
 		return err
@@ -85,6 +96,11 @@ func (j *Job) validate(p string, depth int) error {
 		}
 		if !validHeaderValue(v) {
 			return invalid(fieldPath(p, "headers"), "invalid value for header %q", k)
+		}
+	}
+	if len(j.Metadata) > 0 {
+		if _, err := json.Marshal(j.Metadata); err != nil {
+			return invalid(fieldPath(p, "metadata"), "cannot be encoded as JSON: %v", err)
 		}
 	}
 	if !utf8.ValidString(j.Body) {
@@ -145,8 +161,8 @@ func (j *Job) validate(p string, depth int) error {
 			}
 		}
 	}
-	if j.OnFailureTimeout < 0 {
-		return invalid(fieldPath(p, "on_failure_timeout_ms"), "negative (%v)", j.OnFailureTimeout)
+	if j.OnFailureTimeout < 0 || (j.OnFailureTimeout > 0 && j.OnFailureTimeout < time.Millisecond) {
+		return invalid(fieldPath(p, "on_failure_timeout_ms"), "must be 0 (unset) or at least 1ms (got %v)", j.OnFailureTimeout)
 	}
 	if f := j.Fallback; f != nil {
 		fp := fieldPath(p, "fallback_job")
@@ -165,24 +181,24 @@ func (j *Job) validate(p string, depth int) error {
 					}
 				}
 			case TriggerOnTimeout:
-				if t.Timeout <= 0 {
-					return invalid(fp+".trigger.timeout_ms", "an on_timeout trigger needs a positive timeout (got %v)", t.Timeout)
+				if t.Timeout < time.Millisecond {
+					return invalid(fp+".trigger.timeout_ms", "an on_timeout trigger needs a timeout of at least 1ms (got %v)", t.Timeout)
 				}
 			default:
 				return invalid(fp+".trigger.type", "unknown trigger type %q", t.Type)
 			}
 		}
-		if err := f.Job.validate(fp, depth+1); err != nil {
+		if err := f.Job.validate(fp, depth+1, budget); err != nil {
 			return err
 		}
 	}
 	if j.OnSuccess != nil {
-		if err := j.OnSuccess.validate(fieldPath(p, "on_success"), depth+1); err != nil {
+		if err := j.OnSuccess.validate(fieldPath(p, "on_success"), depth+1, budget); err != nil {
 			return err
 		}
 	}
 	if j.OnFailure != nil {
-		if err := j.OnFailure.validate(fieldPath(p, "on_failure"), depth+1); err != nil {
+		if err := j.OnFailure.validate(fieldPath(p, "on_failure"), depth+1, budget); err != nil {
 			return err
 		}
 	}
