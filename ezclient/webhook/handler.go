@@ -1,0 +1,268 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"sync"
+)
+
+// Handler receives EZThrottle webhooks. Mount it on any router at the URL
+// given in the jobs' webhooks:
+//
+//	h, err := webhook.NewHandler(webhook.WithSecret(os.Getenv("EZTHROTTLE_WEBHOOK_SECRET")))
+//	...
+//	mux.Handle("POST /webhooks/ezthrottle", h)
+//	defer h.Close()
+//
+// For each delivery it answers:
+//
+//   - 405 for any method but POST;
+//   - 413 when the body exceeds the limit (WithMaxBodyBytes);
+//   - 401 when a secret is configured and the signature is missing,
+//     malformed, expired or wrong;
+//   - 400 when the body is not a valid payload of either form;
+//   - 503 after Close (the engine will redeliver elsewhere or later);
+//   - 200 otherwise, also for a repeated delivery of a job already
+//     received (`"duplicate":true`), which is not passed on again.
+//
+// Error answers are JSON: {"error":"<message>","code":"<code>"}. The answer
+// is written as soon as the result is stored; the optional callback
+// (WithCallback) runs afterwards on a bounded worker pool.
+//
+// Results go to a Store (its own, or the one given by WithStore) where code
+// can Wait for them or Subscribe to them. Safe for concurrent use.
+type Handler struct {
+	store    *Store
+	ownStore bool
+	verifier *Verifier
+	maxBody  int64
+	logger   *slog.Logger
+
+	onResult func(context.Context, Result)
+	ctx      context.Context // passed to callbacks; cancelled by Close
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+
+	mu     sync.RWMutex // guards closed and sends on queue
+	closed bool
+	queue  chan Result
+}
+
+// NewHandler returns a Handler configured by opts. Without WithSecret it
+// accepts unsigned deliveries (and logs a warning once, here); with it,
+// every delivery must be signed. If a callback is set (WithCallback),
+// NewHandler starts its worker goroutines; Close stops them.
+func NewHandler(opts ...Option) (*Handler, error) {
+	c := newConfig(opts)
+	if c.primarySet && c.primary == "" {
+		return nil, errEmptySecret
+	}
+	if !c.primarySet && c.secondary != "" {
+		return nil, errors.New("webhook: WithSecondarySecret needs WithSecret (the primary secret)")
+	}
+	h := &Handler{
+		store:    c.store,
+		maxBody:  c.maxBody,
+		logger:   c.logger,
+		onResult: c.onResult,
+	}
+	if h.store == nil {
+		h.store, h.ownStore = newStore(c), true
+	}
+	if c.primarySet {
+		h.verifier = &Verifier{Primary: c.primary, Secondary: c.secondary, Tolerance: c.tolerance, Now: c.now}
+	} else {
+		h.logger.Warn("ezthrottle webhook: no secret configured; deliveries are not verified (use WithSecret)")
+	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	if h.onResult != nil {
+		h.queue = make(chan Result, c.queue)
+		for range c.workers {
+			h.wg.Add(1)
+			go h.worker()
+		}
+	}
+	return h, nil
+}
+
+// Store returns the Store the Handler puts results into.
+func (h *Handler) Store() *Store { return h.store }
+
+// Wait is h.Store().Wait: the result matching k, waiting for it if needed.
+func (h *Handler) Wait(ctx context.Context, k Key) (Result, error) { return h.store.Wait(ctx, k) }
+
+// WaitJob is h.Store().WaitJob.
+func (h *Handler) WaitJob(ctx context.Context, jobID string) (Result, error) {
+	return h.store.WaitJob(ctx, jobID)
+}
+
+// WaitKey is h.Store().WaitKey.
+func (h *Handler) WaitKey(ctx context.Context, idempotentKey string) (Result, error) {
+	return h.store.WaitKey(ctx, idempotentKey)
+}
+
+// Subscribe is h.Store().Subscribe: every new result as it arrives.
+func (h *Handler) Subscribe(ctx context.Context) (<-chan Result, func()) {
+	return h.store.Subscribe(ctx)
+}
+
+// Close stops the Handler: later deliveries get 503, the context given to
+// callbacks is cancelled, results already queued for the callback are still
+// passed to it, and Close waits for the callback workers to return. It then
+// closes the Handler's own Store (not one given by WithStore), which ends
+// pending waits and subscriptions. Close is idempotent and returns nil.
+func (h *Handler) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	if h.queue != nil {
+		close(h.queue)
+	}
+	h.mu.Unlock()
+	h.cancel()
+	h.wg.Wait()
+	if h.ownStore {
+		return h.store.Close()
+	}
+	return nil
+}
+
+// ServeHTTP handles one delivery (see Handler).
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if h.isClosed() {
+		writeError(w, http.StatusServiceUnavailable, "closed", "webhook receiver is shutting down")
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method "+r.Method+" not allowed; use POST")
+		return
+	}
+	if r.ContentLength > h.maxBody {
+		h.tooLarge(ctx, w, r)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			h.tooLarge(ctx, w, r)
+			return
+		}
+		h.logger.LogAttrs(ctx, slog.LevelDebug, "ezthrottle webhook: reading body failed", slog.String("error", err.Error()))
+		writeError(w, http.StatusBadRequest, "bad_body", "could not read request body")
+		return
+	}
+	if h.verifier != nil {
+		if err := h.verifier.Verify(r.Header.Get(SignatureHeader), body); err != nil {
+			var se *SignatureError
+			reason := err.Error()
+			if errors.As(err, &se) {
+				reason = se.Reason.Error()
+			}
+			h.logger.LogAttrs(ctx, slog.LevelWarn, "ezthrottle webhook: signature rejected",
+				slog.String("reason", reason), slog.String("remote_addr", r.RemoteAddr))
+			writeError(w, http.StatusUnauthorized, "invalid_signature", reason)
+			return
+		}
+	}
+	res, err := Decode(body)
+	if err != nil {
+		h.logger.LogAttrs(ctx, slog.LevelWarn, "ezthrottle webhook: malformed payload",
+			slog.String("error", err.Error()), slog.String("remote_addr", r.RemoteAddr))
+		writeError(w, http.StatusBadRequest, "malformed_payload", err.Error())
+		return
+	}
+	added, err := h.store.Add(res)
+	if err != nil {
+		// Only ErrClosed is possible here (Decode guarantees a job ID).
+		writeError(w, http.StatusServiceUnavailable, "closed", "webhook receiver is shutting down")
+		return
+	}
+	if added {
+		h.logger.LogAttrs(ctx, slog.LevelDebug, "ezthrottle webhook: result received",
+			slog.String("job_id", res.JobID), slog.String("status", res.Status), slog.Int("status_code", res.StatusCode))
+		h.enqueue(ctx, res)
+	} else {
+		h.logger.LogAttrs(ctx, slog.LevelDebug, "ezthrottle webhook: duplicate delivery ignored", slog.String("job_id", res.JobID))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "job_id": res.JobID, "duplicate": !added})
+}
+
+func (h *Handler) tooLarge(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+	h.logger.LogAttrs(ctx, slog.LevelWarn, "ezthrottle webhook: body too large",
+		slog.Int64("limit_bytes", h.maxBody), slog.String("remote_addr", r.RemoteAddr))
+	// The rest of an oversized body is not read: close the connection.
+	w.Header().Set("Connection", "close")
+	writeJSON(w, http.StatusRequestEntityTooLarge, map[string]any{
+		"error": fmt.Sprintf("request body larger than %d bytes", h.maxBody), "code": "body_too_large", "limit_bytes": h.maxBody,
+	})
+}
+
+func (h *Handler) isClosed() bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.closed
+}
+
+// enqueue passes res to the callback workers without ever blocking.
+func (h *Handler) enqueue(ctx context.Context, res Result) {
+	if h.onResult == nil {
+		return
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if h.closed {
+		return
+	}
+	select {
+	case h.queue <- res.clone():
+	default:
+		h.logger.LogAttrs(ctx, slog.LevelWarn, "ezthrottle webhook: callback queue full; result not passed to the callback (it is still stored)",
+			slog.String("job_id", res.JobID))
+	}
+}
+
+func (h *Handler) worker() {
+	defer h.wg.Done()
+	for res := range h.queue {
+		h.call(res)
+	}
+}
+
+// call runs the callback, recovering a panic.
+func (h *Handler) call(res Result) {
+	defer func() {
+		if p := recover(); p != nil {
+			h.logger.LogAttrs(h.ctx, slog.LevelError, "ezthrottle webhook: callback panicked",
+				slog.String("job_id", res.JobID), slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
+		}
+	}()
+	h.onResult(h.ctx, res)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg, "code": code})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil { // cannot happen for the maps written here
+		b = []byte(`{"error":"internal error","code":"internal"}`)
+		status = http.StatusInternalServerError
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
