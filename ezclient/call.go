@@ -180,7 +180,10 @@ func looseInt(raw json.RawMessage) (int, bool) {
 // returned as is, for the caller to interpret: the proxy's own 4xx and
 // refusals come back as typed errors, the engine's as a reply. A backoff
 // wait that would end after ctx's deadline is not started.
-func (c *Client) call(ctx context.Context, method, path string, body []byte) (reply, error) {
+//
+// Every occurrence of a redact string (for example a webhook secret that the
+// body carries) is replaced by "****" in the errors returned and logged.
+func (c *Client) call(ctx context.Context, method, path string, body []byte, redact ...string) (reply, error) {
 	var lastErr error
 	for attempt := 1; ; attempt++ {
 		if err := ctx.Err(); err != nil {
@@ -196,6 +199,7 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte) (re
 		if err == nil {
 			return r, nil
 		}
+		redactError(err, redact)
 		if !c.retryable(ctx, err) || attempt >= c.maxAttempts {
 			return reply{}, err
 		}
@@ -410,6 +414,48 @@ func (c *Client) statusError(status int, h http.Header, body []byte, ef errorFie
 		return &AuthError{StatusCode: status, Message: msg}
 	}
 	return &EngineError{StatusCode: status, Message: msg, Body: c.scrubBytes(truncate(body)), Proxy: proxy}
+}
+
+// redactError replaces every occurrence of the redact strings (those of at
+// least 4 bytes) in the typed errors of err's tree, in place: these errors
+// were made by this package for this call and are not shared.
+func redactError(err error, redact []string) {
+	if err == nil || len(redact) == 0 {
+		return
+	}
+	s := func(v string) string {
+		for _, r := range redact {
+			if len(r) >= 4 {
+				v = strings.ReplaceAll(v, r, "****")
+			}
+		}
+		return v
+	}
+	var walk func(error)
+	walk = func(e error) {
+		switch x := e.(type) {
+		case *EngineError:
+			x.Message = s(x.Message)
+			x.Body = []byte(s(string(x.Body)))
+		case *AuthError:
+			x.Message = s(x.Message)
+		case *RateLimitError:
+			x.Message = s(x.Message)
+		case *networkError:
+			x.err = errors.New(s(x.err.Error()))
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() []error }:
+			for _, inner := range u.Unwrap() {
+				walk(inner)
+			}
+		case interface{ Unwrap() error }:
+			if inner := u.Unwrap(); inner != nil {
+				walk(inner)
+			}
+		}
+	}
+	walk(err)
 }
 
 func (c *Client) scrubBytes(b []byte) []byte {

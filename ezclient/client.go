@@ -72,6 +72,7 @@ type Client struct {
 	engineURL string
 	userID    string
 	hc        *http.Client
+	streamHC  *http.Client // hc without its overall Timeout, for SSE streams
 	localHC   *http.Client
 	logger    *slog.Logger
 	userAgent string
@@ -302,6 +303,12 @@ func New(opts ...Option) (*Client, error) {
 	c.engineURL = strings.TrimRight(c.engineURL, "/")
 	if c.hc == nil {
 		c.hc = &http.Client{Timeout: 30 * time.Second}
+	}
+	c.streamHC = c.hc
+	if c.hc.Timeout != 0 {
+		// http.Client.Timeout bounds the whole body read, which would cut a
+		// long-lived event stream; streams are bounded by their context.
+		c.streamHC = &http.Client{Transport: c.hc.Transport, CheckRedirect: c.hc.CheckRedirect, Jar: c.hc.Jar}
 	}
 	if c.localHC == nil {
 		c.localHC = http.DefaultClient

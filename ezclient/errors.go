@@ -35,6 +35,10 @@ var (
 	// ErrMissingAPIKey: the Cloud dialect needs an API key and none was given
 	// by option or by the EZTHROTTLE_API_KEY environment variable.
 	ErrMissingAPIKey = errors.New("ezthrottle: missing API key (set EZTHROTTLE_API_KEY or use WithAPIKey)")
+	// ErrStreamEnded: a job's event stream kept ending before the job's
+	// terminal event, and the status lookup did not report a final state
+	// either, after the client's retry budget (see WithRetry).
+	ErrStreamEnded = errors.New("ezthrottle: job stream ended before a terminal event")
 )
 
 // ValidationError reports an invalid field, or a field the client's dialect

@@ -1,0 +1,415 @@
+package ezclient
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// EventType is the kind of an event on a job's event stream.
+type EventType string
+
+// Event types sent by self-hosted engines (protocol §2). Other types are
+// passed through as they are.
+const (
+	EventQueued      EventType = "queued"
+	EventPosition    EventType = "position"
+	EventDispatching EventType = "dispatching"
+	EventCompleted   EventType = "completed"
+	EventFailed      EventType = "failed"
+)
+
+// Event is one event of a job's event stream.
+type Event struct {
+	// Type is the event's kind.
+	Type EventType
+	// JobID is the job's ID (from the event, else the one streamed).
+	JobID string
+	// Position is the job's place in the queue (EventPosition).
+	Position int
+	// ResponseStatus is the target's HTTP status (EventCompleted, and
+	// EventFailed when the engine reports one); 0 when unknown.
+	ResponseStatus int
+	// Body is the target's response body (EventCompleted).
+	Body string
+	// Reason explains a failure (EventFailed).
+	Reason string
+	// ID is the SSE event ID, when the engine sends one.
+	ID string
+	// Data is the event's data exactly as sent (nil for events made from a
+	// status lookup).
+	Data json.RawMessage
+	// FromStatus is true when the stream could not deliver the terminal
+	// event and this one was made from the status lookup (GET /jobs/{id}):
+	// ResponseStatus, Body and Reason are then unknown.
+	FromStatus bool
+}
+
+// Terminal reports whether e ends the stream (EventCompleted or EventFailed).
+func (e Event) Terminal() bool { return e.Type == EventCompleted || e.Type == EventFailed }
+
+// StreamJob returns the events of a job on a self-hosted engine
+// (GET /jobs/{id}/stream, Server-Sent Events) as an iterator:
+//
+//	for ev, err := range client.StreamJob(ctx, sub.JobID) {
+//		if err != nil { ... }
+//		if ev.Terminal() { ... }
+//	}
+//
+// The sequence ends after the terminal event (completed or failed), after
+// the first error, or when the loop stops early; leaving the loop closes the
+// connection. Cancelling ctx ends it with ctx's error.
+//
+// When the stream cannot deliver a terminal event — it ends or breaks
+// first, or the job had already finished when the client connected, in
+// which case engines send none — StreamJob looks the job up (GetJob): a
+// final state becomes a terminal Event with FromStatus set; otherwise it
+// reconnects with jittered exponential backoff, giving up with
+// ErrStreamEnded after the client's retry budget (WithRetry) of
+// consecutive attempts that brought no event. An unknown job ends the
+// sequence with an error satisfying errors.Is(err, ErrNotFound).
+//
+// The stream is read with the client's HTTP transport but without the
+// *http.Client's overall Timeout, which would cut a long-lived stream; bound
+// it with ctx. On the Cloud dialect the sequence yields one
+// *ValidationError satisfying ErrUnsupported and makes no network call.
+func (c *Client) StreamJob(ctx context.Context, jobID string) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		if err := c.checkJobLookup("StreamJob", jobID); err != nil {
+			yield(Event{}, err)
+			return
+		}
+		var (
+			lastID   string
+			failures int
+		)
+		for {
+			got, done, serr := c.streamOnce(ctx, jobID, &lastID, yield)
+			if done {
+				return
+			}
+			if err := ctx.Err(); err != nil {
+				yield(Event{}, err)
+				return
+			}
+			// The stream ended or broke without a terminal event.
+			info, gerr := c.GetJob(ctx, jobID)
+			if gerr == nil && info.Status.Terminal() {
+				yield(Event{Type: EventType(info.Status), JobID: info.JobID, FromStatus: true}, nil)
+				return
+			}
+			if gerr != nil && (ctx.Err() != nil || !c.retryable(ctx, gerr)) {
+				yield(Event{}, gerr)
+				return
+			}
+			if got {
+				failures = 0
+			}
+			failures++
+			status := JobStatus("unknown")
+			if info != nil {
+				status = info.Status
+			}
+			if failures >= c.maxAttempts {
+				yield(Event{}, streamEnded(jobID, status, errors.Join(serr, gerr)))
+				return
+			}
+			wait := c.backoff(failures)
+			if dl, ok := ctx.Deadline(); ok && c.now().Add(wait).After(dl) {
+				yield(Event{}, streamEnded(jobID, status, context.DeadlineExceeded))
+				return
+			}
+			c.logger.LogAttrs(ctx, slog.LevelDebug, "ezthrottle: job stream ended early, reconnecting",
+				slog.String("job_id", jobID), slog.String("status", string(status)), slog.Duration("backoff", wait))
+			if err := c.sleep(ctx, wait); err != nil {
+				yield(Event{}, err)
+				return
+			}
+		}
+	}
+}
+
+func streamEnded(jobID string, status JobStatus, cause error) error {
+	if cause == nil {
+		return fmt.Errorf("%w (job %s, last status %s)", ErrStreamEnded, jobID, status)
+	}
+	return fmt.Errorf("%w (job %s, last status %s): %w", ErrStreamEnded, jobID, status, cause)
+}
+
+// WaitJob blocks until the job on a self-hosted engine reaches a final
+// state and returns its terminal event (see StreamJob), or an error. It
+// always returns: when ctx ends, with ctx's error.
+func (c *Client) WaitJob(ctx context.Context, jobID string) (Event, error) {
+	for ev, err := range c.StreamJob(ctx, jobID) {
+		if err != nil {
+			return Event{}, err
+		}
+		if ev.Terminal() {
+			return ev, nil
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return Event{}, err
+	}
+	return Event{}, fmt.Errorf("%w (job %s)", ErrStreamEnded, jobID)
+}
+
+// streamOnce reads one connection of the job's stream, yielding its
+// events. done is true when the sequence is over: a terminal event was
+// yielded, or the consumer stopped. got reports whether any event arrived.
+// err is why the stream ended otherwise (nil for a clean end).
+func (c *Client) streamOnce(ctx context.Context, jobID string, lastID *string, yield func(Event, error) bool) (got, done bool, err error) {
+	req, err := c.newRequest(ctx, http.MethodGet, c.engineURL+"/jobs/"+url.PathEscape(jobID)+"/stream", nil)
+	if err != nil {
+		return false, false, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Cache-Control", "no-cache")
+	if *lastID != "" {
+		req.Header.Set("Last-Event-ID", *lastID)
+	}
+	resp, err := c.streamHC.Do(req)
+	if err != nil {
+		return false, false, c.transportError(req, err)
+	}
+	defer drainClose(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		return false, false, c.replyError(reply{status: resp.StatusCode, header: resp.Header, body: b})
+	}
+	sr := newSSEReader(resp.Body)
+	for {
+		se, rerr := sr.next()
+		if rerr != nil {
+			if rerr == io.EOF {
+				return got, false, nil
+			}
+			if ctx.Err() != nil {
+				return got, false, ctx.Err()
+			}
+			return got, false, &networkError{err: rerr}
+		}
+		*lastID = se.id
+		ev := decodeEvent(jobID, se)
+		got = true
+		if !yield(ev, nil) {
+			return got, true, nil
+		}
+		if ev.Terminal() {
+			return got, true, nil
+		}
+	}
+}
+
+// decodeEvent turns an SSE event into an Event. The data is read leniently:
+// a JSON object's job_id, position, response_status (or status_code), body
+// and reason (or error) are used when present; an event without an SSE
+// event type takes its type from the data's "type", "event" or "status".
+func decodeEvent(jobID string, se sseEvent) Event {
+	ev := Event{Type: EventType(se.event), JobID: jobID, ID: se.id}
+	data := bytes.TrimSpace([]byte(se.data))
+	if len(data) > 0 {
+		ev.Data = json.RawMessage(data)
+	}
+	var raw struct {
+		Type           json.RawMessage `json:"type"`
+		Event          json.RawMessage `json:"event"`
+		Status         json.RawMessage `json:"status"`
+		JobID          json.RawMessage `json:"job_id"`
+		Position       json.RawMessage `json:"position"`
+		ResponseStatus json.RawMessage `json:"response_status"`
+		StatusCode     json.RawMessage `json:"status_code"`
+		Body           json.RawMessage `json:"body"`
+		Reason         json.RawMessage `json:"reason"`
+		Error          json.RawMessage `json:"error"`
+	}
+	if len(data) == 0 || data[0] != '{' || json.Unmarshal(data, &raw) != nil {
+		if ev.Type == "" || ev.Type == "message" {
+			ev.Type = EventType(se.data) // e.g. "data: completed"
+			if !knownEvent(ev.Type) {
+				ev.Type = "message"
+			}
+		}
+		return ev
+	}
+	if ev.Type == "" || ev.Type == "message" {
+		for _, r := range []json.RawMessage{raw.Type, raw.Event, raw.Status} {
+			if t := EventType(scalarString(r)); knownEvent(t) {
+				ev.Type = t
+				break
+			}
+		}
+		if ev.Type == "" {
+			ev.Type = "message"
+		}
+	}
+	if id := scalarString(raw.JobID); id != "" {
+		ev.JobID = id
+	}
+	if n, ok := looseInt(raw.Position); ok {
+		ev.Position = n
+	}
+	if n, ok := looseInt(raw.ResponseStatus); ok {
+		ev.ResponseStatus = n
+	} else if n, ok := looseInt(raw.StatusCode); ok {
+		ev.ResponseStatus = n
+	}
+	if b := bytes.TrimSpace(raw.Body); len(b) > 0 {
+		if b[0] == '"' {
+			ev.Body = scalarString(b)
+		} else if !bytes.Equal(b, []byte("null")) {
+			ev.Body = string(b) // a JSON body sent as an object: keep its text
+		}
+	}
+	ev.Reason = firstNonEmpty(looseString(raw.Reason), looseString(raw.Error))
+	return ev
+}
+
+func knownEvent(t EventType) bool {
+	switch t {
+	case EventQueued, EventPosition, EventDispatching, EventCompleted, EventFailed:
+		return true
+	}
+	return false
+}
+
+// Limits of the SSE parser: a longer line or a larger event is an error,
+// never an unbounded allocation.
+const (
+	maxSSELine  = 1 << 20
+	maxSSEEvent = 4 << 20
+)
+
+// errSSETooLarge reports an SSE line or event beyond the parser's limits.
+var errSSETooLarge = errors.New("ezthrottle: SSE event too large")
+
+// sseEvent is one dispatched Server-Sent Event.
+type sseEvent struct {
+	event string // the "event" field; "" when absent
+	data  string // the "data" lines joined with "\n"
+	id    string // the last event ID seen so far
+}
+
+// sseReader parses a text/event-stream (the WHATWG HTML "server-sent
+// events" format): lines end in "\n", "\r\n" or "\r"; lines starting with
+// ':' are comments (keepalives); "field: value" lines fill the event; an
+// empty line dispatches it.
+//
+// Deviations, deliberate: an event with an event type but no data is
+// dispatched too (engines send "event: dispatching" alone), and an event
+// cut off by the end of the stream is dispatched rather than dropped (a
+// final "completed" event is worth keeping).
+type sseReader struct {
+	sc     *bufio.Scanner
+	lastID string
+	done   bool
+}
+
+func newSSEReader(r io.Reader) *sseReader {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4096), maxSSELine)
+	sc.Split(scanSSELines)
+	return &sseReader{sc: sc}
+}
+
+// scanSSELines is a bufio.SplitFunc for lines ending in "\n", "\r\n" or "\r".
+func scanSSELines(data []byte, atEOF bool) (int, []byte, error) {
+	if atEOF && len(data) == 0 {
+		return 0, nil, nil
+	}
+	if i := bytes.IndexAny(data, "\r\n"); i >= 0 {
+		if data[i] == '\n' {
+			return i + 1, data[:i], nil
+		}
+		// '\r': a following '\n' belongs to the same line ending.
+		if i+1 < len(data) {
+			if data[i+1] == '\n' {
+				return i + 2, data[:i], nil
+			}
+			return i + 1, data[:i], nil
+		}
+		if atEOF {
+			return i + 1, data[:i], nil
+		}
+		return 0, nil, nil // need one more byte to decide
+	}
+	if atEOF {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
+}
+
+// next returns the next event, io.EOF at the end of the stream, or the
+// read error.
+func (r *sseReader) next() (sseEvent, error) {
+	if r.done {
+		return sseEvent{}, io.EOF
+	}
+	var (
+		event    string
+		data     strings.Builder
+		hasData  bool
+		pending  bool
+		size     int
+		firstBOM = true
+	)
+	for r.sc.Scan() {
+		line := r.sc.Text()
+		if firstBOM {
+			line = strings.TrimPrefix(line, "\ufeff")
+			firstBOM = false
+		}
+		if line == "" {
+			if pending {
+				return sseEvent{event: event, data: data.String(), id: r.lastID}, nil
+			}
+			continue
+		}
+		if line[0] == ':' {
+			continue // comment, e.g. a keepalive
+		}
+		field, value, _ := strings.Cut(line, ":")
+		value = strings.TrimPrefix(value, " ")
+		switch field {
+		case "event":
+			event, pending = value, true
+		case "data":
+			size += len(value) + 1
+			if size > maxSSEEvent {
+				r.done = true
+				return sseEvent{}, errSSETooLarge
+			}
+			if hasData {
+				data.WriteByte('\n')
+			}
+			data.WriteString(value)
+			hasData, pending = true, true
+		case "id":
+			if !strings.ContainsRune(value, 0) {
+				r.lastID = value
+			}
+		}
+		// "retry" (the reconnection delay) and unknown fields are ignored:
+		// the client reconnects with its own bounded backoff.
+	}
+	r.done = true
+	if err := r.sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return sseEvent{}, errSSETooLarge
+		}
+		return sseEvent{}, err
+	}
+	if pending {
+		return sseEvent{event: event, data: data.String(), id: r.lastID}, nil
+	}
+	return sseEvent{}, io.EOF
+}
