@@ -1,0 +1,411 @@
+// Package ezlocal is an in-process EZThrottle engine for development and
+// tests: a fake, but faithful, implementation of both backend dialects of the
+// EZThrottle wire protocol.
+//
+// It serves the Cloud dialect (the metering proxy's POST /api/v1/proxy with
+// its API-key check, and the /api/v1/jobs and /api/v1/webhook-secrets
+// targets behind it) and the self-hosted dialect (POST /jobs, GET /jobs/{id},
+// the SSE stream GET /jobs/{id}/stream and GET /health) on one handler. Jobs
+// really run: the engine calls their destinations with per-host pacing,
+// retries and reroutes them between simulated regions, races or fans them
+// out, follows fallback chains, spawns on_success / on_failure children and
+// delivers the results to every webhook, signed, with retries.
+//
+// Start an engine on a loopback port with Start, or mount Handler in a server
+// of your own (then call Close when done). Point an ezclient.Client at it:
+//
+//	e, _ := ezlocal.Start()
+//	defer e.Close()
+//	c, _ := ezclient.New(ezclient.WithAPIKey(e.APIKey()),
+//		ezclient.WithProxyURL(e.URL()), ezclient.WithEngineURL(e.URL()))
+//
+// Tests can inspect a job's status and typed event history with Job, and
+// wait for it to settle with WaitJob. Every delay goes through the Clock
+// option, so tests run instantly and deterministically.
+package ezlocal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/ezthrottle/ezthrottle-go/ezclient"
+)
+
+// Errors returned by the engine's Go API.
+var (
+	// ErrClosed: the engine was closed.
+	ErrClosed = errors.New("ezlocal: engine closed")
+	// ErrJobNotFound: no job has this ID.
+	ErrJobNotFound = errors.New("ezlocal: job not found")
+	// ErrUnknownRegion: the region is not one of the engine's regions.
+	ErrUnknownRegion = errors.New("ezlocal: unknown region")
+)
+
+// Engine is a local EZThrottle engine. Create it with New or Start; it is
+// safe for concurrent use. Close stops every goroutine it started.
+type Engine struct {
+	cfg     *config
+	hc      *http.Client
+	ownHC   bool
+	handler http.Handler
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	srv       *http.Server
+	url       string
+	serveDone chan struct{}
+	closeOnce sync.Once
+
+	mu         sync.Mutex
+	closed     bool
+	seq        int64
+	jobs       map[string]*job
+	order      []*job
+	byKey      map[string]*job
+	regions    map[string]*RegionConfig
+	regionList []string
+	pacers     map[string]*pacer
+	secrets    map[string]secretPair
+	planUsed   map[string]int
+}
+
+// New returns an engine that is not listening: mount Handler in a server of
+// your own, and Close the engine when done. It fails on invalid options.
+func New(opts ...Option) (*Engine, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		o(cfg)
+	}
+	if len(cfg.errs) > 0 {
+		return nil, errors.Join(cfg.errs...)
+	}
+	e := &Engine{
+		cfg:      cfg,
+		hc:       cfg.hc,
+		jobs:     map[string]*job{},
+		byKey:    map[string]*job{},
+		regions:  map[string]*RegionConfig{},
+		pacers:   map[string]*pacer{},
+		secrets:  map[string]secretPair{},
+		planUsed: map[string]int{},
+	}
+	if e.hc == nil {
+		e.hc = &http.Client{Timeout: 30 * time.Second, Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		e.ownHC = true
+	}
+	for _, r := range cfg.regions {
+		rc := r
+		e.regions[r.Name] = &rc
+		e.regionList = append(e.regionList, r.Name)
+	}
+	for c, s := range cfg.secrets {
+		e.secrets[c] = s
+	}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.handler = e.routes()
+	return e, nil
+}
+
+// Start returns an engine serving on a loopback port (or WithAddr's address).
+func Start(opts ...Option) (*Engine, error) {
+	e, err := New(opts...)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", e.cfg.addr)
+	if err != nil {
+		e.Close()
+		return nil, fmt.Errorf("ezlocal: listen: %w", err)
+	}
+	e.srv = &http.Server{Handler: e.handler, ReadHeaderTimeout: 10 * time.Second}
+	e.url = "http://" + ln.Addr().String()
+	e.serveDone = make(chan struct{})
+	go func() {
+		defer close(e.serveDone)
+		_ = e.srv.Serve(ln)
+	}()
+	e.cfg.logger.Info("ezlocal: engine listening", "url", e.url)
+	return e, nil
+}
+
+// URL returns the base URL the engine serves on, without a trailing slash,
+// or "" when it was created with New and is not listening.
+func (e *Engine) URL() string { return e.url }
+
+// Handler returns the engine's HTTP handler, serving both dialects.
+func (e *Engine) Handler() http.Handler { return e.handler }
+
+// APIKey returns the engine's first accepted API key (DefaultAPIKey unless
+// WithAPIKey was given).
+func (e *Engine) APIKey() string { return e.cfg.keys[0].key }
+
+// CustomerID returns the customer the first API key belongs to.
+func (e *Engine) CustomerID() string { return e.cfg.keys[0].customer }
+
+// Close stops the server (when started with Start), cancels every running
+// job and delivery, and waits for all the engine's goroutines to return. Jobs
+// that had not settled end as failed with reason "engine closed". Close is
+// idempotent and always returns nil.
+func (e *Engine) Close() error {
+	e.closeOnce.Do(func() {
+		e.mu.Lock()
+		e.closed = true
+		e.mu.Unlock()
+		e.cancel()
+		if e.srv != nil {
+			_ = e.srv.Close()
+			<-e.serveDone
+		}
+		e.wg.Wait()
+		if e.ownHC {
+			e.hc.CloseIdleConnections()
+		}
+	})
+	return nil
+}
+
+// track registers a goroutine (or a long-running handler) with Close; it
+// returns false when the engine is closed. The caller must call e.wg.Done.
+func (e *Engine) track() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return false
+	}
+	e.wg.Add(1)
+	return true
+}
+
+// goTracked runs f in a goroutine tracked by Close; it reports false (and
+// does not run f) when the engine is closed.
+func (e *Engine) goTracked(f func()) bool {
+	if !e.track() {
+		return false
+	}
+	go func() {
+		defer e.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// Regions returns the engine's regions and their current state.
+func (e *Engine) Regions() []RegionConfig {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]RegionConfig, 0, len(e.regionList))
+	for _, n := range e.regionList {
+		out = append(out, *e.regions[n])
+	}
+	return out
+}
+
+// SetRegionDown marks a region down (or up again). Requests already running
+// in it finish; new attempts see the change.
+func (e *Engine) SetRegionDown(name string, down bool) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.regions[name]
+	if !ok {
+		return fmt.Errorf("%w %q", ErrUnknownRegion, name)
+	}
+	r.Down = down
+	return nil
+}
+
+// SetRegionLatency changes a region's simulated latency.
+func (e *Engine) SetRegionLatency(name string, d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("ezlocal: negative latency %v", d)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.regions[name]
+	if !ok {
+		return fmt.Errorf("%w %q", ErrUnknownRegion, name)
+	}
+	r.Latency = d
+	return nil
+}
+
+func (e *Engine) regionState(name string) (RegionConfig, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.regions[name]
+	if !ok {
+		return RegionConfig{}, false
+	}
+	return *r, true
+}
+
+// upRegion returns the first up region, in the engine's order, that is not
+// excluded and (when only is non-nil) is in only.
+func (e *Engine) upRegion(exclude map[string]bool, only []string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, n := range e.regionList {
+		if exclude[n] || e.regions[n].Down {
+			continue
+		}
+		if only != nil && !slices.Contains(only, n) {
+			continue
+		}
+		return n
+	}
+	return ""
+}
+
+func (e *Engine) defaultRegion() string { return e.regionList[0] }
+
+// SetWebhookSecrets sets (or, with an empty primary, deletes) the webhook
+// signing secrets of a Cloud customer, as the webhook-secrets API does.
+func (e *Engine) SetWebhookSecrets(customerID, primary, secondary string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if primary == "" && secondary == "" {
+		delete(e.secrets, customerID)
+		return nil
+	}
+	if err := checkSecrets(primary, secondary); err != nil {
+		return err
+	}
+	e.secrets[customerID] = secretPair{primary, secondary}
+	return nil
+}
+
+func (e *Engine) secretFor(customer string) (secretPair, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s, ok := e.secrets[customer]
+	return s, ok
+}
+
+// Job returns a snapshot of the job with this ID: its status, result,
+// children and event history.
+func (e *Engine) Job(id string) (JobInfo, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	j, ok := e.jobs[id]
+	if !ok {
+		return JobInfo{}, false
+	}
+	return j.info(), true
+}
+
+// Jobs returns snapshots of every job, in submission order.
+func (e *Engine) Jobs() []JobInfo {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]JobInfo, len(e.order))
+	for i, j := range e.order {
+		out[i] = j.info()
+	}
+	return out
+}
+
+// JobByKey returns the job a Cloud customer (or self-hosted user) submitted
+// with this idempotent key.
+func (e *Engine) JobByKey(dialect ezclient.Dialect, customer, key string) (JobInfo, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	j, ok := e.byKey[dedupKey(dialect, customer, key)]
+	if !ok {
+		return JobInfo{}, false
+	}
+	return j.info(), true
+}
+
+// WaitJob waits until the job has settled — executed, its children spawned
+// and every webhook delivery finished (delivered or given up) — and returns
+// its final snapshot. It returns ctx's error, ErrJobNotFound or ErrClosed
+// (with the latest snapshot) otherwise.
+func (e *Engine) WaitJob(ctx context.Context, id string) (JobInfo, error) {
+	e.mu.Lock()
+	j, ok := e.jobs[id]
+	e.mu.Unlock()
+	if !ok {
+		return JobInfo{}, fmt.Errorf("%w: %q", ErrJobNotFound, id)
+	}
+	select {
+	case <-j.settled:
+		info, _ := e.Job(id)
+		return info, nil
+	case <-ctx.Done():
+		info, _ := e.Job(id)
+		return info, ctx.Err()
+	case <-e.ctx.Done():
+		info, _ := e.Job(id)
+		return info, ErrClosed
+	}
+}
+
+// WaitIdle waits until every job submitted so far, and every child they
+// spawn, has settled.
+func (e *Engine) WaitIdle(ctx context.Context) error {
+	for {
+		e.mu.Lock()
+		var pending *job
+		for _, j := range e.order {
+			select {
+			case <-j.settled:
+				continue
+			default:
+			}
+			pending = j
+			break
+		}
+		e.mu.Unlock()
+		if pending == nil {
+			return nil
+		}
+		select {
+		case <-pending.settled:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-e.ctx.Done():
+			return ErrClosed
+		}
+	}
+}
+
+// Pace returns the current pace of a destination host ("host:port" as in
+// the URL): requests per second and requests in flight allowed.
+func (e *Engine) Pace(host string) (rps float64, maxConcurrent int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if p, ok := e.pacers[host]; ok {
+		return p.rps, p.maxConc
+	}
+	return e.cfg.rps, e.cfg.maxConc
+}
+
+func (e *Engine) now() time.Time { return e.cfg.clock.Now() }
+
+// customerForKey returns the customer an API key belongs to.
+func (e *Engine) customerForKey(key string) (string, bool) {
+	if key == "" {
+		return "", false
+	}
+	for _, k := range e.cfg.keys {
+		if k.key == key {
+			return k.customer, true
+		}
+	}
+	return "", false
+}
+
+// knownRegions lists the engine's region codes, sorted, for messages.
+func (e *Engine) knownRegions() []string {
+	out := append([]string(nil), e.regionList...)
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,144 @@
+package ezlocal
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Bounds of the pace a destination may ask for; values outside are garbage
+// and ignored.
+const (
+	maxPaceRPS         = 10000
+	maxPaceConcurrency = 10000
+)
+
+// pacer holds one destination host's pace; guarded by Engine.mu.
+type pacer struct {
+	rps      float64
+	maxConc  int
+	next     time.Time     // earliest start of the next request
+	inflight int           // requests running
+	wake     chan struct{} // closed (and replaced) when a slot frees or limits change
+}
+
+// parsePace reads the pace headers of a destination's reply (protocol §5):
+// X-Aqueduct-Rps / X-Aqueduct-Max-Concurrent win over X-EZTHROTTLE-RPS /
+// X-EZTHROTTLE-MAX-CONCURRENT when both are present. A value that is empty,
+// not a number, not positive, infinite or beyond the bounds is ignored
+// (ok = false), so a 0 can never stall a host.
+//
+// TODO(unify): the root package exports the same parsers in headers.go; use
+// them once they are stable.
+func parsePace(h http.Header) (rps float64, rpsOK bool, conc int, concOK bool) {
+	for _, name := range []string{"X-Aqueduct-Rps", "X-Ezthrottle-Rps"} {
+		if v, ok := parseRPS(h.Get(name)); ok {
+			rps, rpsOK = v, true
+			break
+		}
+	}
+	for _, name := range []string{"X-Aqueduct-Max-Concurrent", "X-Ezthrottle-Max-Concurrent"} {
+		if v, ok := parseConcurrency(h.Get(name)); ok {
+			conc, concOK = v, true
+			break
+		}
+	}
+	return
+}
+
+func parseRPS(s string) (float64, bool) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v <= 0 || v > maxPaceRPS {
+		return 0, false
+	}
+	return v, true
+}
+
+func parseConcurrency(s string) (int, bool) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, false
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v < 1 || v > maxPaceConcurrency {
+		return 0, false
+	}
+	return v, true
+}
+
+func (e *Engine) pacerLocked(host string) *pacer {
+	p, ok := e.pacers[host]
+	if !ok {
+		p = &pacer{rps: e.cfg.rps, maxConc: e.cfg.maxConc, wake: make(chan struct{})}
+		e.pacers[host] = p
+	}
+	return p
+}
+
+// acquire waits for a free slot of host's pace: fewer than maxConc requests
+// in flight, and 1/rps after the previous start. The returned release must be
+// called with the reply's header (nil without a reply); it applies the pace
+// headers and reports a change as a string ("" for none).
+func (e *Engine) acquire(ctx context.Context, host string) (release func(http.Header) string, err error) {
+	for {
+		e.mu.Lock()
+		p := e.pacerLocked(host)
+		if p.inflight < p.maxConc {
+			now := e.now()
+			start := now
+			if p.next.After(now) {
+				start = p.next
+			}
+			p.next = start.Add(time.Duration(float64(time.Second) / p.rps))
+			p.inflight++
+			e.mu.Unlock()
+			rel := func(h http.Header) string { return e.release(host, h) }
+			if wait := start.Sub(now); wait > 0 {
+				if err := e.cfg.clock.Sleep(ctx, wait); err != nil {
+					rel(nil)
+					return nil, err
+				}
+			}
+			return rel, nil
+		}
+		wake := p.wake
+		e.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (e *Engine) release(host string, h http.Header) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p := e.pacerLocked(host)
+	p.inflight--
+	change := ""
+	if h != nil {
+		rps, rok, conc, cok := parsePace(h)
+		if rok && rps != p.rps {
+			change += fmt.Sprintf("rps %g→%g ", p.rps, rps)
+			// Re-space the next start by the new interval.
+			p.next = p.next.Add(time.Duration(float64(time.Second)/rps) - time.Duration(float64(time.Second)/p.rps))
+			p.rps = rps
+		}
+		if cok && conc != p.maxConc {
+			change += fmt.Sprintf("max_concurrent %d→%d", p.maxConc, conc)
+			p.maxConc = conc
+		}
+	}
+	close(p.wake)
+	p.wake = make(chan struct{})
+	return strings.TrimSpace(change)
+}
