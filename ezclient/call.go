@@ -458,6 +458,13 @@ func redactError(err error, redact []string) {
 	walk(err)
 }
 
+// redact scrubs the API key and the extra strings from err's typed errors
+// (see redactError) and returns err.
+func (c *Client) redact(err error, extra ...string) error {
+	redactError(err, append(extra, c.apiKey))
+	return err
+}
+
 func (c *Client) scrubBytes(b []byte) []byte {
 	if c.apiKey == "" || len(c.apiKey) < 4 {
 		return b

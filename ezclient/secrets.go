@@ -95,7 +95,8 @@ func (c *Client) GetWebhookSecret(ctx context.Context) (*WebhookSecretInfo, erro
 	if r.status != http.StatusOK {
 		return nil, c.replyError(r)
 	}
-	return decodeSecretInfo(r.body)
+	info, err := decodeSecretInfo(r.body)
+	return info, c.redact(err)
 }
 
 // DeleteWebhookSecret removes the account's webhook secrets; webhooks are

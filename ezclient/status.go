@@ -48,7 +48,8 @@ func (c *Client) GetJob(ctx context.Context, jobID string) (*JobInfo, error) {
 	if r.status != http.StatusOK {
 		return nil, c.replyError(r)
 	}
-	return decodeJobInfo(jobID, r.body)
+	info, err := decodeJobInfo(jobID, r.body)
+	return info, c.redact(err)
 }
 
 // checkJobLookup validates the arguments of the self-hosted job lookups.

@@ -112,7 +112,7 @@ func (c *Client) Submit(ctx context.Context, job *Job) (*Submission, error) {
 	}
 	sub, err := decodeSubmission(r.status, r.body)
 	if err != nil {
-		return nil, err
+		return nil, c.redact(err)
 	}
 	if sub.IdempotentKey == "" {
 		sub.IdempotentKey = key
