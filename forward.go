@@ -1,0 +1,412 @@
+package ezthrottle
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/ezthrottle/ezthrottle-go/ezclient"
+)
+
+// Headers of the synthetic 202 Accepted returned for a forwarded request.
+const (
+	// HeaderJobID carries the job ID.
+	HeaderJobID = "X-EZThrottle-Job-ID"
+	// HeaderIdempotentKey carries the job's idempotent key.
+	HeaderIdempotentKey = "X-EZThrottle-Idempotent-Key"
+	// HeaderForwardedReason carries the ForwardReason.
+	HeaderForwardedReason = "X-EZThrottle-Forwarded-Reason"
+	// HeaderUpstreamStatus carries the upstream status that caused the
+	// forwarding (ReasonStatus only).
+	HeaderUpstreamStatus = "X-EZThrottle-Upstream-Status"
+)
+
+// ForwardInfo describes a request that became an EZThrottle job.
+type ForwardInfo struct {
+	// Submission is the engine's acknowledgement. When read back from a
+	// response's headers (JobFromResponse) only JobID, IdempotentKey and
+	// Status are known.
+	Submission ezclient.Submission
+	// Reason says why the request was forwarded.
+	Reason ForwardReason
+	// UpstreamStatus is the upstream's status for ReasonStatus, else 0.
+	UpstreamStatus int
+	// Host is the throttling key of the request's host.
+	Host string
+}
+
+// JobID returns the job's ID.
+func (f *ForwardInfo) JobID() string { return f.Submission.JobID }
+
+// Receipt records what happened to the requests made with a context from
+// WithReceipt: whether one was forwarded, and why forwarding failed. Read it
+// after the call returns; it is safe for concurrent use. When several
+// requests share the context (SDK retries), the last forwarding wins.
+type Receipt struct {
+	mu   sync.Mutex
+	info *ForwardInfo
+	err  error
+}
+
+type receiptKey struct{}
+
+// WithReceipt returns a context carrying a new Receipt. Pass the context to
+// an SDK call made through the Transport and read the receipt afterwards:
+// this tells a forwarded call apart even when the SDK turns the 202 into an
+// empty result.
+func WithReceipt(ctx context.Context) (context.Context, *Receipt) {
+	r := &Receipt{}
+	return context.WithValue(ctx, receiptKey{}, r), r
+}
+
+func receiptFrom(ctx context.Context) *Receipt {
+	r, _ := ctx.Value(receiptKey{}).(*Receipt)
+	return r
+}
+
+// Forwarded reports whether a request was forwarded.
+func (r *Receipt) Forwarded() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.info != nil
+}
+
+// Info returns the forwarding details; false when nothing was forwarded.
+func (r *Receipt) Info() (ForwardInfo, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.info == nil {
+		return ForwardInfo{}, false
+	}
+	return *r.info, true
+}
+
+// JobID returns the forwarded job's ID, or "".
+func (r *Receipt) JobID() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.info == nil {
+		return ""
+	}
+	return r.info.Submission.JobID
+}
+
+// Err returns why the last forwarding attempt failed (a
+// *ForwardFailedError), or nil.
+func (r *Receipt) Err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+func (r *Receipt) record(info *ForwardInfo, err error) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if info != nil {
+		cp := *info
+		r.info, r.err = &cp, nil
+		return
+	}
+	r.err = err
+}
+
+// ErrForwarded is matched by *ForwardedError.
+var ErrForwarded = errors.New("ezthrottle: request forwarded to EZThrottle")
+
+// ForwardedError is returned by RoundTrip instead of the synthetic 202 when
+// the Transport has WithForwardedError. It is not a failure: the request
+// is now a durable job.
+type ForwardedError struct {
+	ForwardInfo
+}
+
+func (e *ForwardedError) Error() string {
+	s := fmt.Sprintf("ezthrottle: request forwarded to EZThrottle as job %s (%s", e.Submission.JobID, e.Reason)
+	if e.UpstreamStatus != 0 {
+		s += " " + strconv.Itoa(e.UpstreamStatus)
+	}
+	return s + ")"
+}
+
+// Is makes errors.Is(err, ErrForwarded) true.
+func (e *ForwardedError) Is(target error) bool { return target == ErrForwarded }
+
+// ForwardFailedError reports that a request should have been forwarded but
+// could not be. Err is the cause: ErrBodyTooLarge, ErrBodyNotUTF8,
+// ErrBodyNotReplayable, ErrUnsafeReplay, or the Submitter's error (with
+// ezclient's typed errors: errors.Is(err, ezclient.ErrRateLimited), ...).
+type ForwardFailedError struct {
+	Reason ForwardReason
+	Host   string
+	Err    error
+}
+
+func (e *ForwardFailedError) Error() string {
+	return fmt.Sprintf("ezthrottle: forwarding (%s) failed: %v", e.Reason, e.Err)
+}
+
+// Unwrap returns Err.
+func (e *ForwardFailedError) Unwrap() error { return e.Err }
+
+type acceptedBody struct {
+	JobID         string `json:"job_id"`
+	IdempotentKey string `json:"idempotent_key"`
+	Status        string `json:"status"`
+}
+
+// newAccepted builds the synthetic 202 Accepted for a forwarded request.
+func newAccepted(req *http.Request, info *ForwardInfo) *http.Response {
+	b, _ := json.Marshal(acceptedBody{JobID: info.Submission.JobID, IdempotentKey: info.Submission.IdempotentKey, Status: string(ezclient.StatusQueued)})
+	h := make(http.Header, 7)
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	h.Set(HeaderJobID, info.Submission.JobID)
+	if info.Submission.IdempotentKey != "" {
+		h.Set(HeaderIdempotentKey, info.Submission.IdempotentKey)
+	}
+	h.Set(HeaderForwardedReason, string(info.Reason))
+	if info.UpstreamStatus != 0 {
+		h.Set(HeaderUpstreamStatus, strconv.Itoa(info.UpstreamStatus))
+	}
+	var body io.ReadCloser = io.NopCloser(bytes.NewReader(b))
+	if req.Method == http.MethodHead {
+		body = http.NoBody
+	}
+	return &http.Response{
+		Status:        "202 Accepted",
+		StatusCode:    http.StatusAccepted,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
+		Body:          body,
+		ContentLength: int64(len(b)),
+		Request:       req,
+	}
+}
+
+// IsForwarded reports whether resp is the Transport's synthetic 202 for a
+// forwarded request.
+func IsForwarded(resp *http.Response) bool {
+	return resp != nil && resp.StatusCode == http.StatusAccepted &&
+		resp.Header.Get(HeaderJobID) != "" && resp.Header.Get(HeaderForwardedReason) != ""
+}
+
+// JobFromResponse reads the forwarded job from the synthetic 202 (its
+// headers only, so the body may already have been consumed); false when
+// resp is not one.
+func JobFromResponse(resp *http.Response) (ForwardInfo, bool) {
+	if !IsForwarded(resp) {
+		return ForwardInfo{}, false
+	}
+	info := ForwardInfo{
+		Submission: ezclient.Submission{
+			JobID:         resp.Header.Get(HeaderJobID),
+			IdempotentKey: resp.Header.Get(HeaderIdempotentKey),
+			Status:        ezclient.StatusQueued,
+		},
+		Reason: ForwardReason(resp.Header.Get(HeaderForwardedReason)),
+	}
+	info.UpstreamStatus, _ = strconv.Atoi(resp.Header.Get(HeaderUpstreamStatus))
+	if resp.Request != nil && resp.Request.URL != nil {
+		info.Host = HostKey(resp.Request.URL)
+	}
+	return info, true
+}
+
+// hopByHop are never copied into a job (RFC 9110 §7.6.1), nor are Host and
+// Content-Length, which the engine sets itself.
+var hopByHop = [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Host", "Content-Length"}
+
+func isHopByHop(k string) bool {
+	for _, h := range hopByHop {
+		if k == h {
+			return true
+		}
+	}
+	return false
+}
+
+// jobHeaders copies the request headers the job may carry.
+func (t *Transport) jobHeaders(h http.Header) map[string]string {
+	var conn map[string]bool
+	for _, v := range h.Values("Connection") {
+		for _, tok := range strings.Split(v, ",") {
+			if tok = strings.TrimSpace(tok); tok != "" {
+				if conn == nil {
+					conn = map[string]bool{}
+				}
+				conn[http.CanonicalHeaderKey(tok)] = true
+			}
+		}
+	}
+	out := make(map[string]string, len(h))
+	for k, vs := range h {
+		ck := http.CanonicalHeaderKey(k)
+		if len(vs) == 0 || isHopByHop(ck) || conn[ck] || t.cfg.headerDeny[ck] ||
+			(t.cfg.headerAllow != nil && !t.cfg.headerAllow[ck]) {
+			continue
+		}
+		sep := ", "
+		if ck == "Cookie" {
+			sep = "; "
+		}
+		out[k] = strings.Join(vs, sep)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// buildJob turns a request (and its body bytes) into a job.
+func (t *Transport) buildJob(req *http.Request, body []byte) *ezclient.Job {
+	u := *req.URL
+	u.Fragment, u.RawFragment = "", ""
+	job := &ezclient.Job{
+		URL:     u.String(),
+		Method:  strings.ToUpper(req.Method),
+		Headers: t.jobHeaders(req.Header),
+		Body:    string(body),
+	}
+	if job.Method == "" {
+		job.Method = http.MethodGet
+	}
+	spec := &jobSpec{job: job}
+	for _, o := range t.cfg.jobDefaults {
+		o(spec)
+	}
+	for _, o := range JobOptionsFrom(req.Context()) {
+		o(spec)
+	}
+	job.IdempotentKey = chooseKey(req, spec, t.cfg.keyStrategy, KeyInput{Method: job.Method, URL: job.URL, Header: req.Header, Body: body})
+	return job
+}
+
+// submit forwards the request to the engine. body is the complete request
+// body (nil for none).
+func (t *Transport) submit(req *http.Request, hi *hostInfo, body []byte, reason ForwardReason, status int) (*ForwardInfo, error) {
+	ctx := req.Context()
+	if !utf8.Valid(body) {
+		return nil, &ForwardFailedError{Reason: reason, Host: hi.key, Err: ErrBodyNotUTF8}
+	}
+	job := t.buildJob(req, body)
+	// Observation point: the job is about to be submitted (host key, reason).
+	sub, err := t.cfg.submitter.Submit(ctx, job)
+	if err != nil {
+		return nil, &ForwardFailedError{Reason: reason, Host: hi.key, Err: err}
+	}
+	if sub == nil || sub.JobID == "" {
+		return nil, &ForwardFailedError{Reason: reason, Host: hi.key, Err: errors.New("ezthrottle: submitter returned no job ID")}
+	}
+	info := &ForwardInfo{Submission: *sub, Reason: reason, UpstreamStatus: status, Host: hi.key}
+	if info.Submission.IdempotentKey == "" {
+		info.Submission.IdempotentKey = job.IdempotentKey
+	}
+	t.observeForwarded(ctx, info)
+	return info, nil
+}
+
+// observeForwarded is the observation point of a successful forward: host
+// key, reason, job ID and idempotent key are known here.
+func (t *Transport) observeForwarded(ctx context.Context, info *ForwardInfo) {
+	receiptFrom(ctx).record(info, nil)
+	t.log.LogAttrs(ctx, slog.LevelInfo, "ezthrottle: request forwarded",
+		slog.String("host", info.Host), slog.String("reason", string(info.Reason)),
+		slog.Int("upstream_status", info.UpstreamStatus),
+		slog.String("job_id", info.Submission.JobID), slog.String("idempotent_key", info.Submission.IdempotentKey))
+}
+
+// observeForwardFailed is the observation point of a failed forward; the
+// caller receives the original outcome.
+func (t *Transport) observeForwardFailed(ctx context.Context, err error) {
+	receiptFrom(ctx).record(nil, err)
+	t.log.LogAttrs(ctx, slog.LevelWarn, "ezthrottle: forwarding failed, returning the original outcome",
+		slog.String("error", err.Error()))
+}
+
+// ForwardError is returned by user code to ask for a job to be forwarded
+// to EZThrottle: the Go form of the Python SDK's ForwardToEZThrottle. Job
+// carries the request (URL, method, headers, body) and its options
+// (idempotent key, metadata, webhooks, regions, ...). AutoForward submits it.
+//
+//	return nil, &ezthrottle.ForwardError{Job: ezclient.Job{
+//		URL: "https://api.stripe.com/v1/charges", Method: "POST", Body: form,
+//		IdempotentKey: "order-" + id,
+//	}, Cause: err}
+type ForwardError struct {
+	// Job is submitted as is (after AutoForward's options). Job.URL is required.
+	Job ezclient.Job
+	// Cause is the failure that prompted forwarding (optional).
+	Cause error
+}
+
+func (e *ForwardError) Error() string {
+	s := "ezthrottle: forward " + strings.ToUpper(e.Job.Method) + " " + e.Job.URL + " to EZThrottle"
+	if e.Cause != nil {
+		s += ": " + e.Cause.Error()
+	}
+	return s
+}
+
+// Unwrap returns Cause.
+func (e *ForwardError) Unwrap() error { return e.Cause }
+
+// AutoForward runs fn and, when fn returns a *ForwardError (possibly
+// wrapped), submits its job to s directly and returns the Submission with a
+// nil error: the failed call is never re-run locally. opts are applied to
+// the job (after the job's own fields; a key already set in the job is
+// kept), then the options carried by ctx (WithJobOptions).
+//
+// fn's value is returned in every case. Any other outcome of fn is returned
+// unchanged with a nil Submission. When
+// ctx carries ezclient.SuppressForwarding, the *ForwardError is returned as
+// is. When the submission fails, the error joins the *ForwardError and a
+// *ForwardFailedError carrying the Submitter's error.
+func AutoForward[T any](ctx context.Context, s Submitter, fn func(context.Context) (T, error), opts ...JobOption) (T, *ezclient.Submission, error) {
+	v, err := fn(ctx)
+	var fe *ForwardError
+	if err == nil || !errors.As(err, &fe) {
+		return v, nil, err
+	}
+	if s == nil || ezclient.ForwardingSuppressed(ctx) {
+		return v, nil, err
+	}
+	job := fe.Job.Clone()
+	spec := &jobSpec{job: job}
+	for _, o := range opts {
+		o(spec)
+	}
+	for _, o := range JobOptionsFrom(ctx) {
+		o(spec)
+	}
+	if job.IdempotentKey == "" {
+		if spec.keySet {
+			job.IdempotentKey = spec.key
+		} else if spec.strategy != nil {
+			h := http.Header{}
+			for k, v := range job.Headers {
+				h.Set(k, v)
+			}
+			job.IdempotentKey = spec.strategy(KeyInput{Method: strings.ToUpper(job.Method), URL: job.URL, Header: h, Body: []byte(job.Body)})
+		}
+	}
+	sub, serr := s.Submit(ctx, job)
+	if serr != nil {
+		return v, nil, errors.Join(err, &ForwardFailedError{Reason: ReasonAutoForward, Err: serr})
+	}
+	return v, sub, nil
+}

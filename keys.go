@@ -1,0 +1,58 @@
+package ezthrottle
+
+import (
+	"net/http"
+
+	"github.com/ezthrottle/ezthrottle-go/ezclient"
+)
+
+// KeyInput is what a KeyStrategy sees of a forwarded request. It must not
+// be modified.
+type KeyInput struct {
+	Method string
+	URL    string
+	Header http.Header
+	Body   []byte
+}
+
+// KeyStrategy chooses the idempotent key of a forwarded job (protocol §3).
+// Returning "" leaves the key to the engine (Cloud) or to the client
+// (self-hosted), which is the HASH strategy.
+//
+// The key is chosen in this order:
+//
+//  1. the request's own Idempotency-Key header (stripe-go sets one on every
+//     write), always;
+//  2. a key set for the request with JobIdempotentKey;
+//  3. the strategy: the request's JobKeyStrategy, else the Transport's
+//     WithKeyStrategy, else HashKeys().
+type KeyStrategy func(in KeyInput) string
+
+// HashKeys is the HASH strategy (the default): identical requests share a
+// key, so the engine de-duplicates them. The Transport leaves the job's key
+// empty. On EZThrottle Cloud the engine derives a deterministic key from
+// the URL, method, body and customer; on a self-hosted engine
+// *ezclient.Client computes ezclient.HashKey(userID, method, url, body): the
+// hex SHA-256 of the user ID, the upper-cased method, the full URL exactly
+// as sent and the body bytes, separated by newlines. Headers are not part
+// of the hash. The Submission's IdempotentKey reports the key used.
+func HashKeys() KeyStrategy { return func(KeyInput) string { return "" } }
+
+// UniqueKeys is the UNIQUE strategy: every forwarded request gets a fresh
+// random key (ezclient.UniqueKey), so repeated identical requests (polling,
+// scheduled calls) are all executed.
+func UniqueKeys() KeyStrategy { return func(KeyInput) string { return ezclient.UniqueKey() } }
+
+// chooseKey applies the documented precedence.
+func chooseKey(req *http.Request, spec *jobSpec, fallback KeyStrategy, in KeyInput) string {
+	if k := req.Header.Get("Idempotency-Key"); k != "" {
+		return k
+	}
+	if spec.keySet {
+		return spec.key
+	}
+	if spec.strategy != nil {
+		return spec.strategy(in)
+	}
+	return fallback(in)
+}

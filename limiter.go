@@ -1,0 +1,163 @@
+package ezthrottle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// Defaults of the per-host throttle: EZThrottle's own pace (protocol §5).
+const (
+	// DefaultRate is the default pace per host, in requests per second.
+	DefaultRate = 2.0
+	// DefaultBurst is the default bucket size: requests are spaced evenly,
+	// one every 1/DefaultRate seconds.
+	DefaultBurst = 1
+	// DefaultMaxInFlight is the default cap on requests in flight per host.
+	DefaultMaxInFlight = 2
+)
+
+// Limit is the throttle applied to one host: a token bucket (Rate, Burst)
+// and a cap on requests in flight. A slot in flight is held from the start
+// of the round trip until the response body is closed (or read to EOF), or
+// the round trip fails.
+type Limit struct {
+	// Rate is the sustained pace in requests per second; math.Inf(1) means
+	// no pacing. It must be positive.
+	Rate float64
+	// Burst is how many requests may start back to back after an idle
+	// period; 0 means 1.
+	Burst int
+	// MaxInFlight caps the requests in flight; 0 means no cap.
+	MaxInFlight int
+}
+
+// DefaultLimit returns EZThrottle's pace: 2 requests per second, spaced
+// evenly (burst 1), at most 2 in flight.
+func DefaultLimit() Limit {
+	return Limit{Rate: DefaultRate, Burst: DefaultBurst, MaxInFlight: DefaultMaxInFlight}
+}
+
+// Unlimited returns a Limit that never delays a request. Pace headers and
+// Retry-After pauses sent by the host still apply.
+func Unlimited() Limit { return Limit{Rate: math.Inf(1)} }
+
+// IsUnlimited reports whether l neither paces nor caps requests.
+func (l Limit) IsUnlimited() bool { return math.IsInf(l.Rate, 1) && l.MaxInFlight == 0 }
+
+// Validate reports whether the limit is usable.
+func (l Limit) Validate() error {
+	switch {
+	case math.IsNaN(l.Rate) || l.Rate <= 0:
+		return fmt.Errorf("ezthrottle: limit rate must be positive (got %v); use Unlimited() for no limit", l.Rate)
+	case l.Burst < 0:
+		return fmt.Errorf("ezthrottle: limit burst must not be negative (got %d)", l.Burst)
+	case l.MaxInFlight < 0:
+		return fmt.Errorf("ezthrottle: limit max in flight must not be negative (got %d)", l.MaxInFlight)
+	}
+	return nil
+}
+
+func (l Limit) burst() float64 {
+	if l.Burst < 1 {
+		return 1
+	}
+	return float64(l.Burst)
+}
+
+// Admission is one request asking a Limiter for its turn.
+type Admission struct {
+	// Key identifies the host: scheme "://" lower-cased host ":" port,
+	// e.g. "https://api.stripe.com:443".
+	Key string
+	// Limit is the configured limit for this host. Limits learned from the
+	// host's headers (see Limiter.Learn) take precedence over it.
+	Limit Limit
+	// Deadline, when not zero, is the latest time the request may start:
+	// the earlier of the request context's deadline and the Transport's
+	// maximum wait. A limiter must not start waiting when its predicted wait
+	// ends after Deadline, and must stop waiting when Deadline passes; in
+	// both cases it returns a *ThrottleError.
+	Deadline time.Time
+}
+
+// Permit is a request's slot in flight, granted by a Limiter.
+type Permit interface {
+	// Release frees the slot. The Transport calls it exactly once: when the
+	// response body is closed or read to EOF, or when the round trip fails.
+	Release()
+}
+
+// Limiter decides when a request to a host may start. The Transport calls
+// Acquire before each round trip and Learn after each response. The
+// in-memory MemoryLimiter is the default; a distributed implementation
+// (shared by several processes) can be plugged in with WithLimiter.
+//
+// Implementations must be safe for concurrent use, serve the waiters of a
+// host in arrival order as far as they can, and must never let a host stall
+// forever.
+type Limiter interface {
+	// Acquire waits until a request to a.Key may start and returns its
+	// Permit. It predicts the wait first: when the request cannot start by
+	// a.Deadline it returns a *ThrottleError at once, without waiting.
+	// While waiting it honours ctx (returning ctx.Err() when ctx is done)
+	// and a.Deadline (returning a *ThrottleError when it passes).
+	Acquire(ctx context.Context, a Admission) (Permit, error)
+	// Learn applies what a response from host key said: a pace
+	// (s.HasRPS: the new rate), a cap (s.HasMaxConcurrent: the new in-flight
+	// limit) and a pause (s.PauseUntil: no request starts before it). The
+	// Transport has already validated, floored, capped and jittered the
+	// values; a change must apply to the very next Acquire.
+	Learn(ctx context.Context, key string, s Signals)
+}
+
+// Sentinel errors of the throttle.
+var (
+	// ErrThrottled: a request could not get its turn in time
+	// (*ThrottleError).
+	ErrThrottled = errors.New("ezthrottle: throttled")
+	// ErrMaxWait: the wait would exceed the Transport's maximum wait
+	// (WithMaxWait). It is the Cause of such a *ThrottleError.
+	ErrMaxWait = errors.New("ezthrottle: wait exceeds the maximum wait")
+)
+
+// ThrottleError reports that a request did not start because its turn
+// would come (or did not come) before its deadline. errors.Is(err,
+// ErrThrottled) is true, and so is errors.Is(err, context.DeadlineExceeded)
+// when the request context's deadline was the limit (or ErrMaxWait when the
+// Transport's maximum wait was).
+type ThrottleError struct {
+	// Host is the host key, e.g. "https://api.example.com:443".
+	Host string
+	// Wait is the predicted wait when Predicted, else how long the request
+	// waited before giving up.
+	Wait time.Duration
+	// Predicted is true when the request did not start waiting at all
+	// because the predicted wait was too long.
+	Predicted bool
+	// Cause is context.DeadlineExceeded or ErrMaxWait; nil when unknown.
+	Cause error
+}
+
+func (e *ThrottleError) Error() string {
+	why := "its deadline"
+	if errors.Is(e.Cause, ErrMaxWait) {
+		why = "the maximum wait"
+	}
+	if e.Predicted {
+		return fmt.Sprintf("ezthrottle: throttled: %s needs a wait of %v, beyond %s", e.Host, e.Wait, why)
+	}
+	return fmt.Sprintf("ezthrottle: throttled: %s did not get a turn within %v (%s)", e.Host, e.Wait, why)
+}
+
+// Is makes errors.Is(err, ErrThrottled) true.
+func (e *ThrottleError) Is(target error) bool { return target == ErrThrottled }
+
+// Unwrap returns Cause.
+func (e *ThrottleError) Unwrap() error { return e.Cause }
+
+// Timeout reports whether the request's deadline was the cause (net.Error
+// style; *url.Error relies on it).
+func (e *ThrottleError) Timeout() bool { return errors.Is(e.Cause, context.DeadlineExceeded) }

@@ -1,0 +1,406 @@
+package ezthrottle
+
+import (
+	"context"
+	"hash/maphash"
+	"math"
+	"sync"
+	"time"
+)
+
+// DefaultIdleTimeout is how long the MemoryLimiter keeps the state of a host
+// that has nothing in flight, nobody waiting and no pause running.
+const DefaultIdleTimeout = 5 * time.Minute
+
+const limiterShards = 64
+
+// MemoryLimiterConfig configures a MemoryLimiter. The zero value is usable.
+type MemoryLimiterConfig struct {
+	// Clock is the time source (default: the system clock).
+	Clock Clock
+	// IdleTimeout is how long an idle host's state is kept (default
+	// DefaultIdleTimeout). Limits learned from that host's headers are
+	// forgotten with it.
+	IdleTimeout time.Duration
+}
+
+// MemoryLimiter is the default, in-process Limiter: per host a token bucket,
+// a cap on requests in flight, a pause and a FIFO queue of waiters.
+//
+// The host table is sharded (no global lock on the hot path). State for idle
+// hosts is evicted when new hosts are added, so memory stays bounded by the
+// number of hosts in use within IdleTimeout, however many hosts are called
+// over time. It starts no goroutines.
+type MemoryLimiter struct {
+	clock  Clock
+	idle   time.Duration
+	seed   maphash.Seed
+	shards [limiterShards]limShard
+}
+
+type limShard struct {
+	mu        sync.RWMutex
+	hosts     map[string]*hostState
+	nextSweep time.Time
+	_         [40]byte // keep shards on separate cache lines
+}
+
+// NewMemoryLimiter returns an in-memory limiter.
+func NewMemoryLimiter(cfg MemoryLimiterConfig) *MemoryLimiter {
+	m := &MemoryLimiter{clock: cfg.Clock, idle: cfg.IdleTimeout, seed: maphash.MakeSeed()}
+	if m.clock == nil {
+		m.clock = SystemClock()
+	}
+	if m.idle <= 0 {
+		m.idle = DefaultIdleTimeout
+	}
+	for i := range m.shards {
+		m.shards[i].hosts = make(map[string]*hostState)
+	}
+	return m
+}
+
+// hostState is the throttle state of one host. It is also the Permit the
+// MemoryLimiter hands out (releasing it frees one slot in flight).
+type hostState struct {
+	mu       sync.Mutex
+	evicted  bool
+	inflight int
+	nwait    int
+	head     *waiter
+	tail     *waiter
+
+	cfg          Limit   // last configured limit seen
+	learnedRate  float64 // 0 = none
+	learnedSlots int     // 0 = none
+
+	tokens      float64
+	last        time.Time // tokens were computed at last
+	pausedUntil time.Time
+	lastUsed    time.Time
+}
+
+type waiter struct {
+	prev, next *waiter
+	wake       chan struct{}
+}
+
+func (m *MemoryLimiter) shard(key string) *limShard {
+	return &m.shards[maphash.String(m.seed, key)%limiterShards]
+}
+
+// host returns the state for key, creating it when missing.
+func (m *MemoryLimiter) host(key string, lim Limit) *hostState {
+	s := m.shard(key)
+	s.mu.RLock()
+	h := s.hosts[key]
+	s.mu.RUnlock()
+	if h != nil {
+		return h
+	}
+	now := m.clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h = s.hosts[key]; h != nil {
+		return h
+	}
+	if !now.Before(s.nextSweep) {
+		m.sweep(s, now)
+		s.nextSweep = now.Add(m.idle / 2)
+	}
+	h = &hostState{cfg: lim, tokens: lim.burst(), last: now, lastUsed: now}
+	s.hosts[key] = h
+	return h
+}
+
+// sweep evicts idle hosts of one shard; s.mu is held.
+func (m *MemoryLimiter) sweep(s *limShard, now time.Time) {
+	for k, h := range s.hosts {
+		h.mu.Lock()
+		if h.inflight == 0 && h.head == nil && !now.Before(h.pausedUntil) && now.Sub(h.lastUsed) >= m.idle {
+			h.evicted = true
+			delete(s.hosts, k)
+		}
+		h.mu.Unlock()
+	}
+}
+
+// effective returns the limit in force: learned values win over cfg.
+func (h *hostState) effective() (rate, burst float64, slots int) {
+	rate, burst, slots = h.cfg.Rate, h.cfg.burst(), h.cfg.MaxInFlight
+	if h.learnedRate > 0 {
+		rate = h.learnedRate
+	}
+	if h.learnedSlots > 0 {
+		slots = h.learnedSlots
+	}
+	return
+}
+
+// refill brings the bucket up to now.
+func (h *hostState) refill(now time.Time, rate, burst float64) {
+	if math.IsInf(rate, 1) {
+		h.tokens, h.last = burst, now
+		return
+	}
+	if now.After(h.last) {
+		h.tokens += now.Sub(h.last).Seconds() * rate
+		h.last = now
+	}
+	if h.tokens > burst {
+		h.tokens = burst
+	}
+}
+
+// tokenWait is how long until n requests can have started on rate and
+// pause alone (the bucket has been refilled to now).
+func (h *hostState) tokenWait(now time.Time, rate float64, n float64) time.Duration {
+	var base time.Duration
+	if h.pausedUntil.After(now) {
+		base = h.pausedUntil.Sub(now)
+	}
+	if math.IsInf(rate, 1) {
+		return base
+	}
+	need := n - h.tokens
+	if need <= 0 {
+		return base
+	}
+	secs := need / rate
+	if secs > MaxSignalWait.Seconds() {
+		return MaxSignalWait
+	}
+	return base + time.Duration(math.Ceil(secs*1e9))
+}
+
+func (h *hostState) admit(rate float64) {
+	if !math.IsInf(rate, 1) {
+		h.tokens--
+	}
+	h.inflight++
+}
+
+func (h *hostState) enqueue(w *waiter) {
+	w.prev = h.tail
+	if h.tail != nil {
+		h.tail.next = w
+	} else {
+		h.head = w
+	}
+	h.tail = w
+	h.nwait++
+}
+
+func (h *hostState) remove(w *waiter) {
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else if h.head == w {
+		h.head = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	} else if h.tail == w {
+		h.tail = w.prev
+	}
+	w.prev, w.next = nil, nil
+	h.nwait--
+}
+
+// wakeHead nudges the first waiter to re-evaluate its turn.
+func (h *hostState) wakeHead() {
+	if h.head != nil {
+		select {
+		case h.head.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Release frees one slot in flight (hostState is the MemoryLimiter's Permit).
+func (h *hostState) Release() {
+	h.mu.Lock()
+	if h.inflight > 0 {
+		h.inflight--
+	}
+	h.wakeHead()
+	h.mu.Unlock()
+}
+
+// Acquire implements Limiter. Waiters of a host are served strictly in
+// arrival order. The predicted wait covers the pause and the token bucket
+// for every waiter ahead; a wait for a free slot in flight cannot be
+// predicted and is bounded by ctx and a.Deadline only.
+func (m *MemoryLimiter) Acquire(ctx context.Context, a Admission) (Permit, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	for {
+		h := m.host(a.Key, a.Limit)
+		h.mu.Lock()
+		if h.evicted {
+			h.mu.Unlock()
+			continue
+		}
+		now := m.clock.Now()
+		h.cfg, h.lastUsed = a.Limit, now
+		rate, burst, slots := h.effective()
+		h.refill(now, rate, burst)
+		if h.head == nil && (slots == 0 || h.inflight < slots) && h.tokenWait(now, rate, 1) <= 0 {
+			h.admit(rate)
+			h.mu.Unlock()
+			return h, nil
+		}
+		wait := h.tokenWait(now, rate, float64(h.nwait+1))
+		if !a.Deadline.IsZero() && now.Add(wait).After(a.Deadline) {
+			h.mu.Unlock()
+			return nil, &ThrottleError{Host: a.Key, Wait: wait, Predicted: true}
+		}
+		w := &waiter{wake: make(chan struct{}, 1)}
+		h.enqueue(w)
+		return m.wait(ctx, h, w, a, now)
+	}
+}
+
+// wait runs the queue protocol for w; h.mu is held on entry and released on
+// return.
+func (m *MemoryLimiter) wait(ctx context.Context, h *hostState, w *waiter, a Admission, start time.Time) (Permit, error) {
+	for {
+		now := m.clock.Now()
+		rate, burst, slots := h.effective()
+		h.refill(now, rate, burst)
+		d := time.Duration(-1) // -1: no timer, wait for a wake-up
+		if h.head == w {
+			if td := h.tokenWait(now, rate, 1); td > 0 {
+				d = td
+			} else if slots == 0 || h.inflight < slots {
+				h.admit(rate)
+				h.remove(w)
+				h.lastUsed = now
+				h.wakeHead() // the next waiter may go too (burst, free slots)
+				h.mu.Unlock()
+				return h, nil
+			}
+		}
+		if !a.Deadline.IsZero() {
+			left := a.Deadline.Sub(now)
+			if left <= 0 {
+				h.remove(w)
+				h.wakeHead()
+				h.mu.Unlock()
+				return nil, &ThrottleError{Host: a.Key, Wait: now.Sub(start)}
+			}
+			if d < 0 || left < d {
+				d = left
+			}
+		}
+		h.mu.Unlock()
+		var (
+			t  Timer
+			tc <-chan time.Time
+		)
+		if d >= 0 {
+			t = m.clock.NewTimer(d)
+			tc = t.C()
+		}
+		select {
+		case <-w.wake:
+		case <-tc:
+		case <-ctx.Done():
+			if t != nil {
+				t.Stop()
+			}
+			h.mu.Lock()
+			h.remove(w)
+			h.wakeHead()
+			h.mu.Unlock()
+			return nil, ctx.Err()
+		}
+		if t != nil {
+			t.Stop()
+		}
+		h.mu.Lock()
+	}
+}
+
+// Learn implements Limiter: a pace or cap replaces the configured one for
+// this host until its state is evicted; a pause holds every request to the
+// host until PauseUntil (a later pause extends it, an earlier one is
+// ignored). After a pause requests resume one at a time at the host's pace.
+func (m *MemoryLimiter) Learn(_ context.Context, key string, s Signals) {
+	if !s.HasRPS && !s.HasMaxConcurrent && s.PauseUntil.IsZero() {
+		return
+	}
+	for {
+		h := m.host(key, DefaultLimit())
+		h.mu.Lock()
+		if h.evicted {
+			h.mu.Unlock()
+			continue
+		}
+		now := m.clock.Now()
+		h.lastUsed = now
+		if s.HasRPS && s.RPS > 0 && !math.IsNaN(s.RPS) {
+			rate, burst, _ := h.effective()
+			h.refill(now, rate, burst)
+			h.learnedRate = s.RPS
+		}
+		if s.HasMaxConcurrent && s.MaxConcurrent > 0 {
+			h.learnedSlots = s.MaxConcurrent
+		}
+		if s.PauseUntil.After(now) && s.PauseUntil.After(h.pausedUntil) {
+			h.pausedUntil = s.PauseUntil
+			h.tokens, h.last = 1, s.PauseUntil
+		}
+		h.wakeHead()
+		h.mu.Unlock()
+		return
+	}
+}
+
+// HostStats is a snapshot of one host's throttle state.
+type HostStats struct {
+	// Rate, Burst and MaxInFlight are the limits in force (learned values
+	// included); Rate is +Inf when unpaced, MaxInFlight 0 when uncapped.
+	Rate        float64
+	Burst       int
+	MaxInFlight int
+	// InFlight and Waiting count requests holding a slot and queued.
+	InFlight int
+	Waiting  int
+	// PausedUntil is the end of the current pause (zero or past: none).
+	PausedUntil time.Time
+	// Learned is true when a header set the rate or the cap.
+	Learned bool
+}
+
+// Stats returns a snapshot of the host's state; false when the host is not
+// tracked (never called, or evicted).
+func (m *MemoryLimiter) Stats(key string) (HostStats, bool) {
+	s := m.shard(key)
+	s.mu.RLock()
+	h := s.hosts[key]
+	s.mu.RUnlock()
+	if h == nil {
+		return HostStats{}, false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	rate, burst, slots := h.effective()
+	return HostStats{
+		Rate: rate, Burst: int(burst), MaxInFlight: slots,
+		InFlight: h.inflight, Waiting: h.nwait, PausedUntil: h.pausedUntil,
+		Learned: h.learnedRate > 0 || h.learnedSlots > 0,
+	}, true
+}
+
+// Len returns how many hosts are tracked.
+func (m *MemoryLimiter) Len() int {
+	n := 0
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.mu.RLock()
+		n += len(s.hosts)
+		s.mu.RUnlock()
+	}
+	return n
+}

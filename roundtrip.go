@@ -1,0 +1,263 @@
+package ezthrottle
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/ezthrottle/ezthrottle-go/ezclient"
+)
+
+// RoundTrip implements http.RoundTripper. It waits for the host's turn,
+// performs the request with the base RoundTripper, learns from the
+// response's rate-limit headers and, when forwarding is configured and the
+// outcome calls for it, turns the request into an EZThrottle job.
+//
+// The request is passed to the base unchanged, except that a body without
+// GetBody is wrapped (in a shallow copy of the request) to capture it for
+// forwarding. When forwarding is impossible or fails the caller receives the
+// upstream's response, body unread, or its error.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req == nil || req.URL == nil {
+		closeRequestBody(req)
+		return nil, errors.New("ezthrottle: RoundTrip: nil request or URL")
+	}
+	ctx := req.Context()
+	hi := t.hostFor(req.URL)
+	fwd := t.cfg.submitter != nil && !ezclient.ForwardingSuppressed(ctx)
+
+	adm := Admission{Key: hi.key, Limit: hi.limit}
+	var cause error
+	if dl, ok := ctx.Deadline(); ok {
+		adm.Deadline, cause = dl, context.DeadlineExceeded
+	}
+	if t.cfg.maxWait > 0 {
+		if mw := t.clock.Now().Add(t.cfg.maxWait); adm.Deadline.IsZero() || mw.Before(adm.Deadline) {
+			adm.Deadline, cause = mw, ErrMaxWait
+		}
+	}
+	// Observation point: the throttle wait (host key known) happens here.
+	permit, err := t.limiter.Acquire(ctx, adm)
+	if err != nil {
+		return t.notAdmitted(req, hi, fwd, err, cause)
+	}
+
+	out, capture := req, (*captureBody)(nil)
+	if fwd && hasBody(req) && req.GetBody == nil && req.ContentLength <= t.cfg.maxBody {
+		capture = newCapture(req.Body, t.cfg.maxBody, req.ContentLength)
+		out = new(http.Request)
+		*out = *req
+		out.Body = capture
+	}
+	resp, err := t.base.RoundTrip(out)
+	if err != nil {
+		permit.Release()
+		if resp != nil {
+			drainClose(resp.Body)
+		}
+		return t.roundTripFailed(req, hi, fwd, capture, err)
+	}
+	if resp.Body == nil {
+		resp.Body = http.NoBody
+	}
+	t.learn(ctx, hi.key, resp)
+	if fwd && t.cfg.forwardStatuses.has(resp.StatusCode) {
+		if fr, ferr, ok := t.forwardStatus(req, hi, capture, resp); ok {
+			drainClose(resp.Body)
+			permit.Release()
+			return fr, ferr
+		}
+	}
+	if resp.Body == http.NoBody || resp.StatusCode == http.StatusSwitchingProtocols {
+		permit.Release()
+		return resp, nil
+	}
+	resp.Body = &releaseBody{rc: resp.Body, p: permit}
+	return resp, nil
+}
+
+// deliver returns the forwarded outcome: the synthetic 202, or a
+// *ForwardedError with WithForwardedError.
+func (t *Transport) deliver(req *http.Request, info *ForwardInfo) (*http.Response, error) {
+	if t.cfg.forwardedError {
+		return nil, &ForwardedError{ForwardInfo: *info}
+	}
+	return newAccepted(req, info), nil
+}
+
+// notAdmitted handles a limiter refusal: an overflow is forwarded when
+// possible, anything else (and a failed forward) returns the error. The
+// request body is closed in every case.
+func (t *Transport) notAdmitted(req *http.Request, hi *hostInfo, fwd bool, err, cause error) (*http.Response, error) {
+	ctx := req.Context()
+	var te *ThrottleError
+	if errors.As(err, &te) && te.Cause == nil {
+		te.Cause = cause
+	}
+	if te == nil || !fwd || !t.cfg.forwardOverflow || ctx.Err() != nil {
+		closeRequestBody(req)
+		return nil, err
+	}
+	body, berr := t.unsentBody(req)
+	var ferr error
+	if berr != nil {
+		ferr = &ForwardFailedError{Reason: ReasonOverflow, Host: hi.key, Err: berr}
+	} else {
+		info, serr := t.submit(req, hi, body, ReasonOverflow, 0)
+		if serr == nil {
+			return t.deliver(req, info)
+		}
+		ferr = serr
+	}
+	t.observeForwardFailed(ctx, ferr)
+	return nil, errors.Join(err, ferr)
+}
+
+// roundTripFailed handles an error of the base RoundTripper (which has
+// closed the request body): a network error is forwarded when possible.
+func (t *Transport) roundTripFailed(req *http.Request, hi *hostInfo, fwd bool, capture *captureBody, err error) (*http.Response, error) {
+	ctx := req.Context()
+	if !fwd || !t.cfg.forwardNetwork || ctx.Err() != nil || !isNetworkError(err) {
+		return nil, err
+	}
+	var ferr error
+	if !t.safeToReplay(req, 0, nil, err) {
+		ferr = &ForwardFailedError{Reason: ReasonNetworkError, Host: hi.key, Err: ErrUnsafeReplay}
+	} else if body, berr := t.sentBody(req, capture); berr != nil {
+		ferr = &ForwardFailedError{Reason: ReasonNetworkError, Host: hi.key, Err: berr}
+	} else {
+		info, serr := t.submit(req, hi, body, ReasonNetworkError, 0)
+		if serr == nil {
+			return t.deliver(req, info)
+		}
+		ferr = serr
+	}
+	t.observeForwardFailed(ctx, ferr)
+	return nil, errors.Join(err, ferr)
+}
+
+// forwardStatus tries to forward a request answered with a forwarding
+// status; ok is false when it was not forwarded (resp is then untouched).
+func (t *Transport) forwardStatus(req *http.Request, hi *hostInfo, capture *captureBody, resp *http.Response) (*http.Response, error, bool) {
+	ctx := req.Context()
+	if ctx.Err() != nil {
+		return nil, nil, false
+	}
+	var ferr error
+	if !t.safeToReplay(req, resp.StatusCode, resp.Header, nil) {
+		ferr = &ForwardFailedError{Reason: ReasonStatus, Host: hi.key, Err: ErrUnsafeReplay}
+	} else if body, berr := t.sentBody(req, capture); berr != nil {
+		ferr = &ForwardFailedError{Reason: ReasonStatus, Host: hi.key, Err: berr}
+	} else {
+		info, serr := t.submit(req, hi, body, ReasonStatus, resp.StatusCode)
+		if serr == nil {
+			r, e := t.deliver(req, info)
+			return r, e, true
+		}
+		ferr = serr
+	}
+	t.observeForwardFailed(ctx, ferr)
+	return nil, nil, false
+}
+
+// sentBody reproduces the body of a request that went to the base.
+func (t *Transport) sentBody(req *http.Request, capture *captureBody) ([]byte, error) {
+	switch {
+	case !hasBody(req):
+		return nil, nil
+	case req.GetBody != nil:
+		rc, err := req.GetBody()
+		if err != nil {
+			return nil, errors.Join(ErrBodyNotReplayable, err)
+		}
+		defer rc.Close()
+		return readLimited(rc, t.cfg.maxBody)
+	case capture != nil:
+		return capture.bytes()
+	}
+	return nil, ErrBodyTooLarge // not captured: declared larger than the limit
+}
+
+// unsentBody reads the body of a request that was never sent, and closes
+// it.
+func (t *Transport) unsentBody(req *http.Request) ([]byte, error) {
+	if !hasBody(req) {
+		closeRequestBody(req)
+		return nil, nil
+	}
+	defer req.Body.Close()
+	if req.ContentLength > t.cfg.maxBody {
+		return nil, ErrBodyTooLarge
+	}
+	if req.GetBody != nil {
+		rc, err := req.GetBody()
+		if err != nil {
+			return nil, errors.Join(ErrBodyNotReplayable, err)
+		}
+		defer rc.Close()
+		return readLimited(rc, t.cfg.maxBody)
+	}
+	return readLimited(req.Body, t.cfg.maxBody)
+}
+
+// learn parses the response's rate-limit signals and hands them, floored,
+// capped and jittered, to the limiter before the response is returned, so
+// they apply to the very next request.
+func (t *Transport) learn(ctx context.Context, key string, resp *http.Response) {
+	v, found := scanSignals(resp.Header)
+	if !found {
+		return
+	}
+	now := t.clock.Now()
+	s := signalsFrom(&v, resp.StatusCode, now)
+	if s.IsZero() {
+		return
+	}
+	if s.HasRPS {
+		if s.RPS < t.cfg.minRate {
+			s.RPS = t.cfg.minRate
+		}
+		if t.cfg.capRate > 0 && s.RPS > t.cfg.capRate {
+			s.RPS = t.cfg.capRate
+		}
+	}
+	if s.HasMaxConcurrent {
+		if s.MaxConcurrent < 1 {
+			s.MaxConcurrent = 1
+		}
+		if t.cfg.capInFlight > 0 && s.MaxConcurrent > t.cfg.capInFlight {
+			s.MaxConcurrent = t.cfg.capInFlight
+		}
+	}
+	if !s.PauseUntil.IsZero() {
+		d := s.PauseUntil.Sub(now)
+		if d > t.cfg.maxPause {
+			d = t.cfg.maxPause
+		}
+		if d > 0 {
+			s.PauseUntil = now.Add(d + t.jitter(d))
+		} else {
+			s.PauseUntil = time.Time{}
+		}
+	}
+	// Observation point: the learned signals of host key.
+	t.limiter.Learn(ctx, key, s)
+}
+
+// jitter returns a small positive delay for a pause of d: at most a tenth
+// of d (at least 10 ms) and at most the configured pause jitter.
+func (t *Transport) jitter(d time.Duration) time.Duration {
+	max := d / 10
+	if max < 10*time.Millisecond {
+		max = 10 * time.Millisecond
+	}
+	if max > t.cfg.pauseJitter {
+		max = t.cfg.pauseJitter
+	}
+	if max <= 0 {
+		return 0
+	}
+	return 1 + rand.N(max)
+}

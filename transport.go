@@ -1,0 +1,585 @@
+// Package ezthrottle makes rate-limited HTTP APIs boring.
+//
+// Its Transport is an http.RoundTripper that wraps the *http.Client you hand
+// to stripe-go, openai-go or your own code:
+//
+//   - every destination host is throttled: a token bucket plus a cap on
+//     requests in flight (EZThrottle's pace by default, 2 requests per
+//     second and 2 in flight), adapting live to the rate-limit headers the
+//     API sends back (X-EZTHROTTLE-RPS, Retry-After, RateLimit,
+//     X-RateLimit-*, OpenAI's x-ratelimit-*);
+//   - when forwarding is configured (WithForwarding / WithClient), a 429, a
+//     5xx, a network failure or a throttle wait that cannot finish in time no
+//     longer loses the call: it becomes a durable EZThrottle job and the
+//     caller receives a synthetic 202 Accepted carrying the job ID (or a
+//     *ForwardedError, see WithForwardedError).
+//
+// The Transport follows the http.RoundTripper contract strictly: it is safe
+// for concurrent use, never modifies the caller's request, always closes the
+// request body, never returns a response together with an error, drains and
+// closes every response it discards, and honours the request context. When
+// forwarding is not possible or fails, the caller receives exactly what the
+// upstream returned.
+package ezthrottle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ezthrottle/ezthrottle-go/ezclient"
+)
+
+// Defaults of the Transport's options.
+const (
+	// DefaultMaxPause caps a pause requested by Retry-After or an
+	// exhausted quota.
+	DefaultMaxPause = 5 * time.Minute
+	// DefaultPauseJitter bounds the random delay added to a pause so the
+	// waiters of a host do not stampede when it ends.
+	DefaultPauseJitter = time.Second
+	// DefaultMinRate floors a pace learned from a header (a "0" pace would
+	// otherwise stall the host forever): one request per minute.
+	DefaultMinRate = 1.0 / 60
+	// DefaultMaxForwardBody is the largest request body that is forwarded.
+	// (The Cloud proxy rejects envelopes over 1 MB, and the body travels
+	// JSON-escaped twice.)
+	DefaultMaxForwardBody = 256 << 10
+)
+
+// Submitter submits jobs to an EZThrottle engine. *ezclient.Client
+// implements it.
+type Submitter interface {
+	Submit(ctx context.Context, job *ezclient.Job) (*ezclient.Submission, error)
+}
+
+type config struct {
+	base         http.RoundTripper
+	limiter      Limiter
+	clock        Clock
+	logger       *slog.Logger
+	defaultLimit Limit
+	hostRules    []hostRule
+	maxWait      time.Duration
+	maxPause     time.Duration
+	pauseJitter  time.Duration
+	minRate      float64
+	capRate      float64
+	capInFlight  int
+	idleTimeout  time.Duration
+
+	submitter        Submitter
+	forwardStatuses  statusSet
+	forwardNetwork   bool
+	forwardOverflow  bool
+	forwardAllWrites bool
+	forwardedError   bool
+	maxBody          int64
+	headerAllow      map[string]bool
+	headerDeny       map[string]bool
+	jobDefaults      []JobOption
+	keyStrategy      KeyStrategy
+
+	errs []error
+}
+
+// Option configures a Transport.
+type Option func(*config)
+
+func (c *config) fail(format string, args ...any) {
+	c.errs = append(c.errs, fmt.Errorf(format, args...))
+}
+
+// WithBase sets the RoundTripper that performs the requests (default
+// http.DefaultTransport). It may be an otelhttp transport, or anything else.
+func WithBase(rt http.RoundTripper) Option {
+	return func(c *config) {
+		if rt == nil {
+			c.fail("ezthrottle: WithBase(nil)")
+			return
+		}
+		c.base = rt
+	}
+}
+
+// WithLimiter replaces the in-memory per-host limiter, e.g. with one shared
+// by several processes. WithClock and WithIdleTimeout then do not apply to it.
+func WithLimiter(l Limiter) Option {
+	return func(c *config) {
+		if l == nil {
+			c.fail("ezthrottle: WithLimiter(nil)")
+			return
+		}
+		c.limiter = l
+	}
+}
+
+// WithClock sets the time source (default: the system clock), for tests.
+func WithClock(clk Clock) Option {
+	return func(c *config) {
+		if clk == nil {
+			c.fail("ezthrottle: WithClock(nil)")
+			return
+		}
+		c.clock = clk
+	}
+}
+
+// WithLogger sets the logger (default: discard). It logs forwarding
+// failures at Warn and forwarded requests at Info; it never logs header
+// values or bodies.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) {
+		if l != nil {
+			c.logger = l
+		}
+	}
+}
+
+// WithDefaultLimit sets the limit of every host without a WithHostLimit
+// rule (default DefaultLimit()).
+func WithDefaultLimit(l Limit) Option {
+	return func(c *config) {
+		if err := l.Validate(); err != nil {
+			c.errs = append(c.errs, err)
+			return
+		}
+		c.defaultLimit = l
+	}
+}
+
+// WithHostLimit sets the limit of the hosts matching pattern: an exact host
+// ("api.stripe.com", any port), a host and port ("localhost:8080") or a
+// wildcard ("*.example.com": every subdomain, not example.com itself).
+// Exact rules win over wildcards, the longest wildcard wins among them, and
+// a rule with a port wins over one without. Use Unlimited() to exempt a host.
+func WithHostLimit(pattern string, l Limit) Option {
+	return func(c *config) {
+		r, err := parseHostPattern(pattern)
+		if err != nil {
+			c.errs = append(c.errs, err)
+			return
+		}
+		if err := l.Validate(); err != nil {
+			c.errs = append(c.errs, fmt.Errorf("host %q: %w", pattern, err))
+			return
+		}
+		r.limit = l
+		c.hostRules = append(c.hostRules, r)
+	}
+}
+
+// WithMaxWait bounds how long a request waits for its turn (default: only
+// the request context's deadline bounds it). A request whose predicted wait
+// is longer does not wait: it is forwarded, or fails with a *ThrottleError
+// whose Cause is ErrMaxWait.
+func WithMaxWait(d time.Duration) Option {
+	return func(c *config) {
+		if d < 0 {
+			c.fail("ezthrottle: WithMaxWait(%v): negative", d)
+			return
+		}
+		c.maxWait = d
+	}
+}
+
+// WithMaxPause caps the pause applied on Retry-After or an exhausted quota
+// (default DefaultMaxPause), so nothing can stall a host for long.
+func WithMaxPause(d time.Duration) Option {
+	return func(c *config) {
+		if d <= 0 {
+			c.fail("ezthrottle: WithMaxPause(%v): must be positive", d)
+			return
+		}
+		c.maxPause = d
+	}
+}
+
+// WithPauseJitter bounds the random delay added to a pause (default
+// DefaultPauseJitter; the jitter is at most a tenth of the pause, at least
+// 10 ms). 0 disables it.
+func WithPauseJitter(max time.Duration) Option {
+	return func(c *config) {
+		if max < 0 {
+			c.fail("ezthrottle: WithPauseJitter(%v): negative", max)
+			return
+		}
+		c.pauseJitter = max
+	}
+}
+
+// WithMinRate floors a pace learned from a header (default DefaultMinRate).
+func WithMinRate(rps float64) Option {
+	return func(c *config) {
+		if !(rps > 0) {
+			c.fail("ezthrottle: WithMinRate(%v): must be positive", rps)
+			return
+		}
+		c.minRate = rps
+	}
+}
+
+// WithLearnedLimitCap caps what pace headers may set: at most rps requests
+// per second and maxInFlight in flight (0 leaves either uncapped, the
+// default).
+func WithLearnedLimitCap(rps float64, maxInFlight int) Option {
+	return func(c *config) {
+		if rps < 0 || rps != rps || maxInFlight < 0 {
+			c.fail("ezthrottle: WithLearnedLimitCap(%v, %d): negative", rps, maxInFlight)
+			return
+		}
+		c.capRate, c.capInFlight = rps, maxInFlight
+	}
+}
+
+// WithIdleTimeout sets how long the default limiter keeps an idle host's
+// state (default DefaultIdleTimeout).
+func WithIdleTimeout(d time.Duration) Option {
+	return func(c *config) {
+		if d <= 0 {
+			c.fail("ezthrottle: WithIdleTimeout(%v): must be positive", d)
+			return
+		}
+		c.idleTimeout = d
+	}
+}
+
+// WithForwarding enables forwarding: requests that fail with a forwarding
+// status, a network error or a throttle overflow are submitted to s as jobs
+// carrying the request's method, URL, headers and body, plus defaults.
+// Without it the Transport only throttles. Do not pass an *ezclient.Client
+// whose own HTTP client goes through this Transport.
+func WithForwarding(s Submitter, defaults ...JobOption) Option {
+	return func(c *config) {
+		if s == nil {
+			c.fail("ezthrottle: WithForwarding(nil)")
+			return
+		}
+		c.submitter = s
+		c.jobDefaults = append(c.jobDefaults, defaults...)
+	}
+}
+
+// WithClient is WithForwarding for an *ezclient.Client.
+func WithClient(cl *ezclient.Client, defaults ...JobOption) Option {
+	if cl == nil {
+		return func(c *config) { c.fail("ezthrottle: WithClient(nil)") }
+	}
+	return WithForwarding(cl, defaults...)
+}
+
+// WithJobDefaults adds options applied to every forwarded job (webhooks,
+// regions, execution mode, retry policy, metadata, ...). Per-request options
+// (WithJobOptions) are applied after them.
+func WithJobDefaults(opts ...JobOption) Option {
+	return func(c *config) { c.jobDefaults = append(c.jobDefaults, opts...) }
+}
+
+// WithForwardStatuses sets the upstream statuses that forward a request
+// (default DefaultForwardStatuses()). No codes disables status forwarding.
+func WithForwardStatuses(codes ...int) Option {
+	return func(c *config) {
+		var s statusSet
+		for _, code := range codes {
+			if code < 100 || code > 599 {
+				c.fail("ezthrottle: WithForwardStatuses: %d is not an HTTP status", code)
+				return
+			}
+			s.add(code)
+		}
+		c.forwardStatuses = s
+	}
+}
+
+// WithForwardOnNetworkError sets whether network errors forward (default true).
+func WithForwardOnNetworkError(on bool) Option {
+	return func(c *config) { c.forwardNetwork = on }
+}
+
+// WithForwardOnOverflow sets whether a request whose throttle wait cannot
+// finish in time is forwarded instead of failing (default true).
+func WithForwardOnOverflow(on bool) Option {
+	return func(c *config) { c.forwardOverflow = on }
+}
+
+// WithForwardUnsafeWrites forwards non-idempotent requests (POST, PATCH)
+// after a 5xx or a network error even without an Idempotency-Key header. By
+// default such a write is forwarded only when the upstream cannot have
+// processed it (429, 503 with Retry-After, dial failure) or when it carries
+// an Idempotency-Key, because the engine would execute it a second time.
+func WithForwardUnsafeWrites() Option {
+	return func(c *config) { c.forwardAllWrites = true }
+}
+
+// WithMaxForwardBody sets the largest request body that can be forwarded
+// (default DefaultMaxForwardBody). A body without GetBody is captured while
+// it is sent, up to this size.
+func WithMaxForwardBody(n int64) Option {
+	return func(c *config) {
+		if n < 0 {
+			c.fail("ezthrottle: WithMaxForwardBody(%d): negative", n)
+			return
+		}
+		c.maxBody = n
+	}
+}
+
+// WithForwardHeaders restricts the request headers copied into a job to the
+// named ones (case-insensitive). By default every header is copied except
+// hop-by-hop headers, Host and Content-Length.
+//
+// Authorization is copied by default: the engine calls the API on the
+// user's behalf and needs the API's credentials. Exclude it with
+// WithoutForwardHeaders("Authorization") if the job's target does not need it.
+func WithForwardHeaders(names ...string) Option {
+	return func(c *config) {
+		if c.headerAllow == nil {
+			c.headerAllow = map[string]bool{}
+		}
+		for _, n := range names {
+			c.headerAllow[http.CanonicalHeaderKey(n)] = true
+		}
+	}
+}
+
+// WithoutForwardHeaders keeps the named request headers out of jobs.
+func WithoutForwardHeaders(names ...string) Option {
+	return func(c *config) {
+		if c.headerDeny == nil {
+			c.headerDeny = map[string]bool{}
+		}
+		for _, n := range names {
+			c.headerDeny[http.CanonicalHeaderKey(n)] = true
+		}
+	}
+}
+
+// WithKeyStrategy sets how a job's idempotent key is chosen when the
+// request has no Idempotency-Key header (default HashKeys()).
+func WithKeyStrategy(s KeyStrategy) Option {
+	return func(c *config) {
+		if s == nil {
+			c.fail("ezthrottle: WithKeyStrategy(nil)")
+			return
+		}
+		c.keyStrategy = s
+	}
+}
+
+// WithForwardedError makes RoundTrip return a *ForwardedError carrying the
+// submission instead of the synthetic 202. Use it with SDKs that decode any
+// 2xx into an empty result without error (openai-go does); http.Client
+// wraps it in a *url.Error, errors.As finds it.
+func WithForwardedError() Option {
+	return func(c *config) { c.forwardedError = true }
+}
+
+// Transport is an http.RoundTripper that throttles requests per host and,
+// when forwarding is configured, turns failed ones into EZThrottle jobs.
+// Create it with New, Wrap or Middleware; it is safe for concurrent use.
+type Transport struct {
+	cfg     config
+	base    http.RoundTripper
+	limiter Limiter
+	clock   Clock
+	log     *slog.Logger
+	seed    maphash.Seed
+	keys    [keyShards]keyShard
+}
+
+const (
+	keyShards       = 64
+	maxKeysPerShard = 1024
+)
+
+type keyShard struct {
+	mu sync.RWMutex
+	m  map[string]*hostInfo
+	_  [32]byte
+}
+
+// hostInfo is the resolved, immutable per-host configuration.
+type hostInfo struct {
+	key   string
+	limit Limit
+}
+
+func newConfig(opts []Option) (config, error) {
+	c := config{
+		defaultLimit:    DefaultLimit(),
+		maxPause:        DefaultMaxPause,
+		pauseJitter:     DefaultPauseJitter,
+		minRate:         DefaultMinRate,
+		forwardNetwork:  true,
+		forwardOverflow: true,
+		maxBody:         DefaultMaxForwardBody,
+		keyStrategy:     HashKeys(),
+	}
+	for _, code := range DefaultForwardStatuses() {
+		c.forwardStatuses.add(code)
+	}
+	for _, o := range opts {
+		if o != nil {
+			o(&c)
+		}
+	}
+	if len(c.errs) > 0 {
+		return c, errors.Join(c.errs...)
+	}
+	if c.clock == nil {
+		c.clock = SystemClock()
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
+
+// New returns a Transport. With no options it throttles every host at
+// EZThrottle's pace over http.DefaultTransport and does not forward.
+func New(opts ...Option) (*Transport, error) {
+	c, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	return newTransport(c), nil
+}
+
+func newTransport(c config) *Transport {
+	t := &Transport{cfg: c, base: c.base, limiter: c.limiter, clock: c.clock, log: c.logger, seed: maphash.MakeSeed()}
+	if t.base == nil {
+		t.base = http.DefaultTransport
+	}
+	if t.limiter == nil {
+		t.limiter = NewMemoryLimiter(MemoryLimiterConfig{Clock: c.clock, IdleTimeout: c.idleTimeout})
+	}
+	for i := range t.keys {
+		t.keys[i].m = make(map[string]*hostInfo)
+	}
+	return t
+}
+
+// Wrap returns a copy of c whose Transport throttles (and, when configured,
+// forwards) around c.Transport (http.DefaultTransport when nil). c itself
+// is not modified; a nil c is treated as &http.Client{}.
+func Wrap(c *http.Client, opts ...Option) (*http.Client, error) {
+	var cp http.Client
+	if c != nil {
+		cp = *c
+	}
+	base := cp.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	t, err := New(append(append([]Option(nil), opts...), WithBase(base))...)
+	if err != nil {
+		return nil, err
+	}
+	cp.Transport = t
+	return &cp, nil
+}
+
+// Middleware returns the Transport as a middleware: each call of the
+// returned function wraps a base RoundTripper. The options are validated
+// once; all Transports made by one middleware share one limiter (unless
+// WithLimiter gives one), so a host's limit holds across them.
+func Middleware(opts ...Option) (func(http.RoundTripper) http.RoundTripper, error) {
+	c, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	if c.limiter == nil {
+		c.limiter = NewMemoryLimiter(MemoryLimiterConfig{Clock: c.clock, IdleTimeout: c.idleTimeout})
+	}
+	return func(base http.RoundTripper) http.RoundTripper {
+		cc := c
+		cc.base = base
+		return newTransport(cc)
+	}, nil
+}
+
+// Limiter returns the Transport's limiter (a *MemoryLimiter by default).
+func (t *Transport) Limiter() Limiter { return t.limiter }
+
+// Base returns the wrapped RoundTripper.
+func (t *Transport) Base() http.RoundTripper { return t.base }
+
+// CloseIdleConnections closes the idle connections of the base
+// RoundTripper, when it has such a method.
+func (t *Transport) CloseIdleConnections() {
+	if ci, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
+}
+
+// HostKey returns the throttling key of a URL: scheme "://" lower-cased
+// host ":" port, with the scheme's default port when the URL has none
+// (e.g. "https://api.stripe.com:443").
+func HostKey(u *url.URL) string {
+	var buf [128]byte
+	return string(appendHostKey(buf[:0], u.Scheme, u.Host))
+}
+
+func appendHostKey(b []byte, scheme, hostport string) []byte {
+	for i := 0; i < len(scheme); i++ {
+		b = append(b, lower(scheme[i]))
+	}
+	b = append(b, "://"...)
+	hasPort := false
+	if i := strings.LastIndexByte(hostport, ':'); i >= 0 && !strings.Contains(hostport[i:], "]") &&
+		(hostport[0] == '[' || strings.IndexByte(hostport, ':') == i) {
+		hasPort = true
+	}
+	for i := 0; i < len(hostport); i++ {
+		b = append(b, lower(hostport[i]))
+	}
+	if !hasPort {
+		switch {
+		case strings.EqualFold(scheme, "https"):
+			b = append(b, ":443"...)
+		case strings.EqualFold(scheme, "http"):
+			b = append(b, ":80"...)
+		}
+	}
+	return b
+}
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// hostFor returns the resolved host of u, from a bounded sharded cache.
+func (t *Transport) hostFor(u *url.URL) *hostInfo {
+	var buf [128]byte
+	b := appendHostKey(buf[:0], u.Scheme, u.Host)
+	s := &t.keys[maphash.Bytes(t.seed, b)%keyShards]
+	s.mu.RLock()
+	hi := s.m[string(b)]
+	s.mu.RUnlock()
+	if hi != nil {
+		return hi
+	}
+	key := string(b)
+	host, port := splitHostPort(strings.ToLower(u.Host))
+	if port == "" {
+		port = key[strings.LastIndexByte(key, ':')+1:]
+	}
+	hi = &hostInfo{key: key, limit: t.cfg.limitFor(host, port)}
+	s.mu.Lock()
+	if len(s.m) >= maxKeysPerShard {
+		clear(s.m)
+	}
+	s.m[key] = hi
+	s.mu.Unlock()
+	return hi
+}
