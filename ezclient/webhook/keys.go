@@ -19,7 +19,9 @@ const (
 // equals JobID or its IdempotentKey equals IdempotentKey (empty fields never
 // match). Set both when both are known: self-hosted payloads carry no
 // idempotent key, and a Cloud key identifies the job even before its ID is
-// known.
+// known. An idempotent key is only as unique as the strategy that made it:
+// a HASH key recurs for identical requests, so a result still stored for an
+// earlier identical job matches it too (within the Store's TTL).
 type Key struct {
 	// JobID is the engine's job ID.
 	JobID string
