@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -121,7 +122,7 @@ func (f *fakeCloud) received() []string {
 // ---------------------------------------------------------------------------
 // Local targets: an in-process RoundTripper serving an http.Handler, that
 // records whether each request carried SuppressForwarding, fails requests to
-// host "down.test" with a network error, and checks that every response body
+// hosts starting with "down" with a network error, and checks that every response body
 // is closed.
 
 type localTarget struct {
@@ -170,7 +171,7 @@ func (lt *localTarget) RoundTrip(req *http.Request) (*http.Response, error) {
 	lt.bodies[k] = append(lt.bodies[k], string(body))
 	lt.suppressed = append(lt.suppressed, ForwardingSuppressed(req.Context()))
 	lt.mu.Unlock()
-	if req.URL.Host == "down.test" {
+	if strings.HasPrefix(req.URL.Host, "down") {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
 	}
 	if err := req.Context().Err(); err != nil {
@@ -1103,4 +1104,86 @@ func TestStepStrings(t *testing.T) {
 	assert.NotContains(t, s.String(), "secret")
 	assert.NotContains(t, s.String(), "pw")
 	assert.Equal(t, []int{429, 500, 502, 503, 504}, DefaultFallbackOnError())
+}
+
+// Property: whatever the chain (types, triggers, outcomes), a FRUGAL step
+// runs each request locally at most once, submits at most one job, and the
+// forwarded chain is exactly the fallbacks not tried locally, in order.
+func TestStepFrugalPropertyNothingTwice(t *testing.T) {
+	fc := newFakeCloud(t)
+	lt := newLocalTarget(t)
+	c := newStepClient(t, fc, lt)
+	rng := rand.New(rand.NewPCG(1, 2))
+	statuses := []int{200, 201, 404, 429, 500, 502, 503, 0 /* network error */}
+	target := func(host string, status int) string {
+		if status == 0 {
+			return "https://down-" + host + "/x"
+		}
+		return fmt.Sprintf("https://%s/status/%d", host, status)
+	}
+	for iter := range 300 {
+		primary := target(fmt.Sprintf("p%d.test", iter), statuses[rng.IntN(len(statuses))])
+		s := c.Step().URL(primary).Type(StepFrugal)
+		if rng.IntN(2) == 0 {
+			s.FallbackOnError(429, 503)
+		}
+		var urls []string
+		for k := range rng.IntN(5) {
+			u := target(fmt.Sprintf("f%d-%d.test", iter, k), statuses[rng.IntN(len(statuses))])
+			urls = append(urls, u)
+			fb := new(Step).URL(u)
+			if rng.IntN(4) == 0 {
+				fb.Type(StepPerformance)
+			}
+			var trig *Trigger
+			switch rng.IntN(3) {
+			case 1:
+				trig = OnError(statuses[1+rng.IntN(len(statuses)-2)], statuses[1+rng.IntN(len(statuses)-2)])
+			case 2:
+				trig = OnTimeout(time.Hour)
+			}
+			s.Fallback(fb, trig)
+		}
+		before := len(fc.received())
+		res, err := s.Execute(context.Background())
+		require.NoError(t, err)
+		after := fc.received()
+		submitted := after[before:]
+		require.LessOrEqual(t, len(submitted), 1, "iteration %d: at most one submission", iter)
+
+		hit := func(u string) int { return lt.hit("GET", strings.TrimPrefix(u, "https://")) }
+		require.Equal(t, 1, hit(primary), "iteration %d: the primary runs once", iter)
+		var tried, untried []string
+		for _, u := range urls {
+			switch hit(u) {
+			case 0:
+				untried = append(untried, u)
+			case 1:
+				tried = append(tried, u)
+			default:
+				t.Fatalf("iteration %d: fallback %s ran %d times", iter, u, hit(u))
+			}
+		}
+		require.Len(t, res.Fallbacks, len(tried), "iteration %d", iter)
+		switch res.Outcome {
+		case OutcomeForwarded:
+			require.Len(t, submitted, 1, "iteration %d", iter)
+			var j Job
+			require.NoError(t, json.Unmarshal([]byte(submitted[0]), &j))
+			assert.Equal(t, primary, j.URL)
+			var chain []string
+			for f := j.Fallback; f != nil; f = f.Job.Fallback {
+				chain = append(chain, f.Job.URL)
+			}
+			assert.Equal(t, untried, chain, "iteration %d: the forwarded chain is what was not tried", iter)
+		case OutcomeSucceeded:
+			assert.Empty(t, submitted, "iteration %d", iter)
+			require.NotNil(t, res.SuccessfulAttempt(), "iteration %d", iter)
+		case OutcomeFailed:
+			assert.Empty(t, submitted, "iteration %d", iter)
+			assert.Empty(t, tried, "iteration %d: a non-forwardable failure tries no fallback", iter)
+		default:
+			t.Fatalf("iteration %d: unexpected outcome %v", iter, res.Outcome)
+		}
+	}
 }
