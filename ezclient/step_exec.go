@@ -441,7 +441,11 @@ func (n *node) attempt(ctx context.Context, timeout time.Duration) (*StepResult,
 func (n *node) logAttempt(ctx context.Context, res *StepResult) {
 	attrs := []slog.Attr{slog.String("method", res.Method), slog.String("url", safeURL(res.URL)), slog.Int("status", res.StatusCode)}
 	if res.Err != nil {
-		attrs = append(attrs, slog.String("error", res.Err.Error()), slog.Bool("timed_out", res.TimedOut))
+		msg := res.Err.Error()
+		if ue := (*url.Error)(nil); errors.As(res.Err, &ue) {
+			msg = ue.Err.Error() // without the URL, whose query may carry credentials
+		}
+		attrs = append(attrs, slog.String("error", msg), slog.Bool("timed_out", res.TimedOut))
 	}
 	n.client.Logger().LogAttrs(ctx, slog.LevelDebug, "ezthrottle: local attempt", attrs...)
 }

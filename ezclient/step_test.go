@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -1186,4 +1187,17 @@ func TestStepFrugalPropertyNothingTwice(t *testing.T) {
 			t.Fatalf("iteration %d: unexpected outcome %v", iter, res.Outcome)
 		}
 	}
+}
+
+func TestStepLogsWithoutQuery(t *testing.T) {
+	var buf bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	fc := newFakeCloud(t)
+	c := newStepClient(t, fc, newLocalTarget(t), WithLogger(logger))
+	res, err := c.Step().URL("https://down.test/x?token=s3cr3t").Type(StepFrugal).Execute(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, OutcomeForwarded, res.Outcome)
+	assert.Contains(t, buf.String(), "local attempt")
+	assert.Contains(t, buf.String(), "connection refused")
+	assert.NotContains(t, buf.String(), "s3cr3t")
 }
