@@ -1201,3 +1201,21 @@ func TestStepLogsWithoutQuery(t *testing.T) {
 	assert.Contains(t, buf.String(), "connection refused")
 	assert.NotContains(t, buf.String(), "s3cr3t")
 }
+
+func TestStepJSONBody(t *testing.T) {
+	c := newStepClient(t, newFakeCloud(t), nil)
+	job, err := c.Step().URL("https://api.test/").Method("post").JSONBody(map[string]any{"q": "a&b"}).Job()
+	require.NoError(t, err)
+	assert.Equal(t, `{"q":"a&b"}`, job.Body)
+	assert.Equal(t, "POST", job.Method)
+	assert.Equal(t, "application/json", job.Headers["Content-Type"])
+
+	job, err = c.Step().URL("https://api.test/").Header("content-type", "application/vnd.x+json").JSONBody(1).Job()
+	require.NoError(t, err)
+	assert.Equal(t, "application/vnd.x+json", job.Headers["Content-Type"], "an explicit Content-Type is kept")
+
+	_, err = c.Step().URL("https://api.test/").JSONBody(make(chan int)).Job()
+	var ve *ValidationError
+	require.ErrorAs(t, err, &ve)
+	assert.Equal(t, "body", ve.Field)
+}
