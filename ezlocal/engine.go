@@ -162,7 +162,14 @@ func (e *Engine) Close() error {
 		e.mu.Unlock()
 		e.cancel()
 		if e.srv != nil {
-			_ = e.srv.Close()
+			// Shutdown (rather than Close) also waits for the connection
+			// goroutines of replies still being written, so that nothing
+			// outlives Close; it is bounded in case a client misbehaves.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if e.srv.Shutdown(ctx) != nil {
+				_ = e.srv.Close()
+			}
+			cancel()
 			<-e.serveDone
 		}
 		e.wg.Wait()
@@ -378,7 +385,7 @@ func (e *Engine) WaitIdle(ctx context.Context) error {
 }
 
 // Pace returns the current pace of a destination host ("host:port" as in
-// the URL): requests per second and requests in flight allowed.
+// the URL): requests per second and requests in flight allowed, per region.
 func (e *Engine) Pace(host string) (rps float64, maxConcurrent int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

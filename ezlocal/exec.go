@@ -445,7 +445,7 @@ func (e *Engine) attempt(ctx context.Context, j *job, node *ezclient.Job, region
 	if err != nil {
 		return failure(region, node.URL, "bad url: "+err.Error())
 	}
-	release, err := e.acquire(ctx, u.Host)
+	release, err := e.acquire(ctx, region, u.Host)
 	if err != nil {
 		return failure(region, node.URL, "cancelled while waiting for the pace: "+err.Error())
 	}

@@ -399,7 +399,7 @@ func TestPacing(t *testing.T) {
 	defer e.Close()
 	ctx := context.Background()
 	acquire := func(host string) func(http.Header) string {
-		rel, err := e.acquire(ctx, host)
+		rel, err := e.acquire(ctx, "iad", host)
 		require.NoError(t, err)
 		return rel
 	}
@@ -409,8 +409,11 @@ func TestPacing(t *testing.T) {
 		acquire("api.test")(nil)
 	}
 	assert.Equal(t, []time.Duration{500 * time.Millisecond, 500 * time.Millisecond}, clk.Sleeps())
-	// Another host has its own pace.
+	// Another host has its own pace, and another region its own lane.
 	acquire("other.test")(nil)
+	rel, err := e.acquire(ctx, "lax", "api.test")
+	require.NoError(t, err)
+	rel(nil)
 	assert.Len(t, clk.Sleeps(), 2)
 
 	// The destination steers the pace; X-Aqueduct-* wins.
@@ -430,11 +433,11 @@ func TestPacing(t *testing.T) {
 	r1, r2, r3 := acquire("api.test"), acquire("api.test"), acquire("api.test")
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	_, err = e.acquire(cctx, "api.test")
+	_, err = e.acquire(cctx, "iad", "api.test")
 	require.ErrorIs(t, err, context.Canceled, "a fourth request must wait")
 	got := make(chan error, 1)
 	go func() {
-		rel, err := e.acquire(ctx, "api.test")
+		rel, err := e.acquire(ctx, "iad", "api.test")
 		if err == nil {
 			rel(nil)
 		}

@@ -17,10 +17,18 @@ const (
 	maxPaceConcurrency = 10000
 )
 
-// pacer holds one destination host's pace; guarded by Engine.mu.
+// pacer holds one destination host's pace; guarded by Engine.mu. The pace
+// (learned from the host's replies) is shared by every region, while each
+// region is a separate worker with its own lane: maxConc in flight and one
+// start every 1/rps per region, as on the real engine's machines.
 type pacer struct {
-	rps      float64
-	maxConc  int
+	rps     float64
+	maxConc int
+	lanes   map[string]*lane // by region
+}
+
+// lane is one region's use of a host.
+type lane struct {
 	next     time.Time     // earliest start of the next request
 	inflight int           // requests running
 	wake     chan struct{} // closed (and replaced) when a slot frees or limits change
@@ -77,30 +85,40 @@ func parseConcurrency(s string) (int, bool) {
 func (e *Engine) pacerLocked(host string) *pacer {
 	p, ok := e.pacers[host]
 	if !ok {
-		p = &pacer{rps: e.cfg.rps, maxConc: e.cfg.maxConc, wake: make(chan struct{})}
+		p = &pacer{rps: e.cfg.rps, maxConc: e.cfg.maxConc, lanes: map[string]*lane{}}
 		e.pacers[host] = p
 	}
 	return p
 }
 
-// acquire waits for a free slot of host's pace: fewer than maxConc requests
-// in flight, and 1/rps after the previous start. The returned release must be
-// called with the reply's header (nil without a reply); it applies the pace
-// headers and reports a change as a string ("" for none).
-func (e *Engine) acquire(ctx context.Context, host string) (release func(http.Header) string, err error) {
+func (p *pacer) lane(region string) *lane {
+	l, ok := p.lanes[region]
+	if !ok {
+		l = &lane{wake: make(chan struct{})}
+		p.lanes[region] = l
+	}
+	return l
+}
+
+// acquire waits for a free slot of host's pace in region: fewer than maxConc
+// requests in flight, and 1/rps after the previous start. The returned
+// release must be called with the reply's header (nil without a reply); it
+// applies the pace headers and reports a change as a string ("" for none).
+func (e *Engine) acquire(ctx context.Context, region, host string) (release func(http.Header) string, err error) {
 	for {
 		e.mu.Lock()
 		p := e.pacerLocked(host)
-		if p.inflight < p.maxConc {
+		l := p.lane(region)
+		if l.inflight < p.maxConc {
 			now := e.now()
 			start := now
-			if p.next.After(now) {
-				start = p.next
+			if l.next.After(now) {
+				start = l.next
 			}
-			p.next = start.Add(time.Duration(float64(time.Second) / p.rps))
-			p.inflight++
+			l.next = start.Add(time.Duration(float64(time.Second) / p.rps))
+			l.inflight++
 			e.mu.Unlock()
-			rel := func(h http.Header) string { return e.release(host, h) }
+			rel := func(h http.Header) string { return e.release(region, host, h) }
 			if wait := start.Sub(now); wait > 0 {
 				if err := e.cfg.clock.Sleep(ctx, wait); err != nil {
 					rel(nil)
@@ -109,7 +127,7 @@ func (e *Engine) acquire(ctx context.Context, host string) (release func(http.He
 			}
 			return rel, nil
 		}
-		wake := p.wake
+		wake := l.wake
 		e.mu.Unlock()
 		select {
 		case <-wake:
@@ -119,18 +137,22 @@ func (e *Engine) acquire(ctx context.Context, host string) (release func(http.He
 	}
 }
 
-func (e *Engine) release(host string, h http.Header) string {
+func (e *Engine) release(region, host string, h http.Header) string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	p := e.pacerLocked(host)
-	p.inflight--
+	l := p.lane(region)
+	l.inflight--
 	change := ""
 	if h != nil {
 		rps, rok, conc, cok := parsePace(h)
 		if rok && rps != p.rps {
 			change += fmt.Sprintf("rps %g→%g ", p.rps, rps)
-			// Re-space the next start by the new interval.
-			p.next = p.next.Add(time.Duration(float64(time.Second)/rps) - time.Duration(float64(time.Second)/p.rps))
+			// Re-space every lane's next start by the new interval.
+			delta := time.Duration(float64(time.Second)/rps) - time.Duration(float64(time.Second)/p.rps)
+			for _, o := range p.lanes {
+				o.next = o.next.Add(delta)
+			}
 			p.rps = rps
 		}
 		if cok && conc != p.maxConc {
@@ -138,7 +160,11 @@ func (e *Engine) release(host string, h http.Header) string {
 			p.maxConc = conc
 		}
 	}
-	close(p.wake)
-	p.wake = make(chan struct{})
+	for _, o := range p.lanes {
+		if o == l || change != "" {
+			close(o.wake)
+			o.wake = make(chan struct{})
+		}
+	}
 	return strings.TrimSpace(change)
 }
