@@ -304,6 +304,9 @@ func ParseRate(v string) (float64, bool) {
 	if v == "" || len(v) > 32 {
 		return 0, false
 	}
+	if !decimalNumber(v) {
+		return 0, false
+	}
 	r, err := strconv.ParseFloat(v, 64)
 	if err != nil || math.IsNaN(r) || math.IsInf(r, 0) || r < 0 || r > MaxSignalRPS {
 		return 0, false
@@ -325,6 +328,9 @@ func ParseConcurrency(v string) (int, bool) {
 		}
 		return int(n), true
 	}
+	if !decimalNumber(v) {
+		return 0, false
+	}
 	f, err := strconv.ParseFloat(v, 64)
 	if err != nil || math.IsNaN(f) || f < 0 || f > MaxSignalConcurrency || f != math.Trunc(f) {
 		return 0, false
@@ -342,6 +348,9 @@ func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 		return 0, false
 	}
 	if c := v[0]; c >= '0' && c <= '9' || c == '.' || c == '-' || c == '+' {
+		if !decimalNumber(v) {
+			return 0, false
+		}
 		secs, err := strconv.ParseFloat(v, 64)
 		if err != nil || math.IsNaN(secs) || secs < 0 || secs > MaxSignalWait.Seconds() {
 			return 0, false
@@ -566,6 +575,9 @@ func parseResetValue(v string, now time.Time) (time.Time, bool) {
 	if v == "" {
 		return time.Time{}, false
 	}
+	if !decimalNumber(v) {
+		return time.Time{}, false
+	}
 	f, err := strconv.ParseFloat(v, 64)
 	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 {
 		return time.Time{}, false
@@ -592,6 +604,19 @@ func parseResetValue(v string, now time.Time) (time.Time, bool) {
 		t = now
 	}
 	return t, true
+}
+
+// decimalNumber reports whether v looks like a decimal number (no hex,
+// underscores, Inf or NaN).
+func decimalNumber(v string) bool {
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c >= '0' && c <= '9', c == '.', c == 'e', c == 'E', c == '+', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // parseDeltaSeconds parses non-negative (possibly decimal) seconds.
