@@ -82,6 +82,16 @@ func readLimited(w http.ResponseWriter, r *http.Request, limit int64) (b []byte,
 
 // handleProxy is the Cloud metering proxy: POST /api/v1/proxy.
 func (e *Engine) handleProxy(w http.ResponseWriter, r *http.Request) {
+	if status := e.nextFault(); status != 0 {
+		msg := http.StatusText(status)
+		if status == http.StatusBadGateway {
+			msg = "Proxy Error"
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, msg)
+		return
+	}
 	customer, ok := e.customerForKey(bearer(r))
 	if !ok {
 		writeJSON(w, http.StatusUnauthorized, unauthorized)
@@ -130,6 +140,18 @@ func (e *Engine) handleProxy(w http.ResponseWriter, r *http.Request) {
 			"body":        string(inner),
 		},
 	})
+}
+
+// nextFault pops the status of the next injected proxy failure (0: none).
+func (e *Engine) nextFault() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.faults) == 0 {
+		return 0
+	}
+	s := e.faults[0]
+	e.faults = e.faults[1:]
+	return s
 }
 
 // decodeEnvelope parses and checks a proxy envelope.

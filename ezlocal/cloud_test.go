@@ -3,6 +3,7 @@ package ezlocal
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"regexp"
 	"strings"
@@ -310,4 +311,34 @@ func TestDirectEngineEndpoints(t *testing.T) {
 	code, m := doJSON(t, req)
 	assert.Equal(t, http.StatusCreated, code)
 	waitJob(t, e, m["job_id"].(string))
+}
+
+func TestFailProxyCalls(t *testing.T) {
+	e, _ := startEngine(t)
+	dest := okServer(t)
+	e.FailProxyCalls(2, http.StatusBadGateway)
+	c := cloudClient(t, e, ezclient.WithRetry(3, 0, 0))
+	sub, err := c.Submit(context.Background(), &ezclient.Job{URL: dest.URL})
+	require.NoError(t, err, "the client retries 502s")
+	assert.False(t, sub.Duplicate)
+	waitJob(t, e, sub.JobID)
+
+	e.FailProxyCalls(1, http.StatusBadGateway)
+	_, err = cloudClient(t, e).Submit(context.Background(), &ezclient.Job{URL: dest.URL + "/2"})
+	assert.True(t, ezclient.IsUnreachable(err), "%v", err)
+	assert.Len(t, e.Jobs(), 1)
+
+	e.FailProxyCalls(1, http.StatusInternalServerError)
+	code, _ := proxyCallRaw(t, e)
+	assert.Equal(t, http.StatusInternalServerError, code)
+}
+
+func proxyCallRaw(t *testing.T, e *Engine) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.URL()+"/api/v1/proxy", strings.NewReader("{}"))
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

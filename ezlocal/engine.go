@@ -22,6 +22,44 @@
 // Tests can inspect a job's status and typed event history with Job, and
 // wait for it to settle with WaitJob. Every delay goes through the Clock
 // option, so tests run instantly and deterministically.
+//
+// # Semantics
+//
+// Where the protocol leaves room, the engine behaves as follows.
+//
+//   - Idempotency: a Cloud job without idempotent_key gets HashKey(customer,
+//     method, url, body); keys are scoped per customer (Cloud) or per user_id
+//     (self-hosted). A duplicate answers 200 with the first job's ID.
+//   - Pacing: each destination host has a pace (DefaultRPS, DefaultMaxConcurrent
+//     unless WithDefaultPace) that its replies' X-EZTHROTTLE-RPS /
+//     X-EZTHROTTLE-MAX-CONCURRENT (or X-Aqueduct-*) headers change; each
+//     region applies it as a separate worker.
+//   - Retries: retry_codes are retried in the same region up to max_retries,
+//     after the reply's Retry-After or a doubling backoff (WithRetryDelay);
+//     reroute_codes move the job to a region not tried yet, up to
+//     max_reroutes. Jobs without retry_policy use DefaultRetryPolicy. A
+//     transport error (no reply) counts as status 502 for retry, reroute and
+//     fallback codes.
+//   - Regions: jobs without regions run in the first region. race runs every
+//     region and keeps the first success, cancelling the others; fanout runs
+//     every region and succeeds only if all do. With the fallback policy a
+//     down region is replaced by the first up region not in the job; with
+//     strict it fails (and reroutes stay within the job's regions).
+//   - Fallbacks: a fallback without trigger runs on any failure; on_error on
+//     the listed codes; on_timeout cancels the job when it has not completed
+//     in time and runs the fallback. The fallback's result is the job's.
+//   - Children: on_success / on_failure of the job (and of the fallback that
+//     produced the result) are spawned as jobs with Parent set; without a key
+//     of their own they get "<parent id>:<role>:<n>". on_failure_timeout_ms
+//     bounds the whole execution.
+//   - Webhooks: every webhook gets the result, concurrently, retried on the
+//     WithWebhookRetries schedule; a webhook with regions is delivered from the
+//     first of them that is up. Cloud deliveries are signed with the
+//     customer's primary secret. Self-hosted jobs are "completed" when the
+//     destination replied at all, "failed" when it could not be reached.
+//   - Requests to destinations and webhooks carry X-EZThrottle-Job-ID and
+//     X-EZThrottle-Region headers. The proxy serves target_url by its path
+//     alone, whatever its host.
 package ezlocal
 
 import (
@@ -76,6 +114,7 @@ type Engine struct {
 	pacers     map[string]*pacer
 	secrets    map[string]secretPair
 	planUsed   map[string]int
+	faults     []int // statuses of the next proxy calls to fail
 }
 
 // New returns an engine that is not listening: mount Handler in a server of
@@ -192,17 +231,18 @@ func (e *Engine) track() bool {
 	return true
 }
 
-// goTracked runs f in a goroutine tracked by Close; it reports false (and
-// does not run f) when the engine is closed.
-func (e *Engine) goTracked(f func()) bool {
-	if !e.track() {
-		return false
+// FailProxyCalls makes the next n calls to POST /api/v1/proxy fail with
+// status before anything is forwarded, as the real proxy does when it or the
+// engine behind it is in trouble: 502 answers the plain-text "Proxy Error",
+// other statuses their plain-text status text. Use it to test client retries
+// (a retried submission reuses its idempotent key, so the engine
+// de-duplicates it).
+func (e *Engine) FailProxyCalls(n, status int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for range n {
+		e.faults = append(e.faults, status)
 	}
-	go func() {
-		defer e.wg.Done()
-		f()
-	}()
-	return true
 }
 
 // Regions returns the engine's regions and their current state.
