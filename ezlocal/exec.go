@@ -157,7 +157,7 @@ func (e *Engine) finish(j *job, out outcome, reason string) {
 	j.events = append(j.events, ev)
 	e.publishLocked(j, terminalMsg(j))
 	e.mu.Unlock()
-	e.cfg.logger.Debug("ezlocal: job finished", "job_id", j.id, "event", ev.String())
+	e.observe(j, ev)
 }
 
 // spawn submits a child job for parent.

@@ -498,3 +498,21 @@ func TestPaceSteeredByDestination(t *testing.T) {
 	assert.Equal(t, 0.5, rps)
 	assert.Equal(t, 1, conc)
 }
+
+func TestEventHook(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string][]EventType{}
+	e, _ := startEngine(t, WithEventHook(func(id string, ev Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[id] = append(seen[id], ev.Type)
+	}))
+	url, _ := scripted(t, 503, 200)
+	hook := newReceiver(t, nil)
+	info := submitWait(t, e, &ezclient.Job{URL: url, Webhooks: []ezclient.Webhook{{URL: hook.URL}}})
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, types(info.Events), seen[info.ID])
+	assert.Equal(t, []EventType{EventQueued, EventDispatched, EventAttempt, EventRetried, EventAttempt, EventCompleted,
+		EventWebhookDelivered, EventQuorumReached}, seen[info.ID])
+}

@@ -235,7 +235,15 @@ func (e *Engine) event(j *job, ev Event) {
 	e.mu.Lock()
 	j.events = append(j.events, ev)
 	e.mu.Unlock()
+	e.observe(j, ev)
+}
+
+// observe logs an event already appended to j's history and calls the hook.
+func (e *Engine) observe(j *job, ev Event) {
 	e.cfg.logger.Debug("ezlocal: job event", "job_id", j.id, "event", ev.String())
+	if e.cfg.eventHook != nil {
+		e.cfg.eventHook(j.id, ev)
+	}
 }
 
 func dedupKey(d ezclient.Dialect, customer, key string) string {
@@ -281,7 +289,9 @@ func (e *Engine) submit(d ezclient.Dialect, customer, key string, spec *ezclient
 	e.order = append(e.order, j)
 	e.byKey[dk] = j
 	e.wg.Add(1)
+	queued := j.events[0]
 	e.mu.Unlock()
+	e.observe(j, queued)
 	go func() {
 		defer e.wg.Done()
 		e.run(j)

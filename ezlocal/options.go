@@ -142,6 +142,7 @@ type config struct {
 	secrets          map[string]secretPair
 	admissionLimit   int
 	admissionRetryIn time.Duration
+	eventHook        func(jobID string, ev Event)
 	errs             []error
 }
 
@@ -210,6 +211,14 @@ func WithLogger(l *slog.Logger) Option {
 			c.logger = l
 		}
 	}
+}
+
+// WithEventHook registers f to be called with every job event as it
+// happens (for example to print a live log in a CLI). f runs synchronously
+// on the engine's goroutines: it must be quick and must not call back into
+// the engine's job methods for the same job.
+func WithEventHook(f func(jobID string, ev Event)) Option {
+	return func(c *config) { c.eventHook = f }
 }
 
 // WithAPIKey adds an accepted API key belonging to customerID. The first
