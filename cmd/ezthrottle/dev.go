@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/ezthrottle/ezthrottle-go/ezlocal"
+)
+
+const devSynopsis = `Usage: ezthrottle dev [flags]
+
+Runs a local EZThrottle engine on localhost until Ctrl-C (SIGINT) or SIGTERM.
+It speaks both dialects: the Cloud proxy (POST /api/v1/proxy, checked against
+the development API key it prints) and the self-hosted API (POST /jobs,
+GET /jobs/{id}, GET /jobs/{id}/stream, GET /health). Jobs really run: their
+destinations are called with per-host pacing, retries, simulated regions,
+fallbacks and children, and results are delivered to every webhook.
+
+Export the variables it prints and every example, the SDK and
+'ezthrottle submit' use the local engine instead of EZThrottle Cloud.`
+
+// devConfig is what the dev command was asked for.
+type devConfig struct {
+	addr           string
+	apiKey         string
+	regions        []string
+	down           []string
+	latencies      []string
+	rps            float64
+	maxConcurrent  int
+	secret         string
+	webhookRetries string
+	retryDelay     time.Duration
+	verbose        bool
+}
+
+func (a *app) dev(ctx context.Context, args []string) error {
+	var c devConfig
+	regions := &listFlag{split: true}
+	down := &listFlag{split: true}
+	lat := &listFlag{split: true}
+	fs := a.newFlagSet("dev", devSynopsis)
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:8787", "`host:port` to listen on (port 0 picks a free port)")
+	fs.StringVar(&c.apiKey, "api-key", ezlocal.DefaultAPIKey, "development API key the engine accepts (not a secret)")
+	fs.Var(regions, "regions", "simulated regions, comma-separated; the first runs jobs that name none (default: all known regions)")
+	fs.Var(down, "down", "regions to start marked down, comma-separated")
+	fs.Var(lat, "latency", "simulated latency per region, `region=duration`, comma-separated or repeated (e.g. lax=80ms)")
+	fs.Float64Var(&c.rps, "rps", ezlocal.DefaultRPS, "default pace per destination host, requests per second")
+	fs.IntVar(&c.maxConcurrent, "max-concurrent", ezlocal.DefaultMaxConcurrent, "default requests in flight per destination host")
+	fs.StringVar(&c.secret, "webhook-secret", "", "sign webhook deliveries with this secret (default $EZTHROTTLE_WEBHOOK_SECRET; at least 16 characters)")
+	fs.StringVar(&c.webhookRetries, "webhook-retries", "1s,2s,4s,8s", "waits between webhook delivery attempts, comma-separated (\"none\": one attempt)")
+	fs.DurationVar(&c.retryDelay, "retry-delay", ezlocal.DefaultRetryDelay, "first wait before a same-region retry when the destination sends no Retry-After")
+	fs.BoolVar(&c.verbose, "verbose", false, "log every job event (queued, attempts, retries, deliveries) to stderr")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	c.regions, c.down, c.latencies = regions.vals, down.vals, lat.vals
+	if c.secret == "" {
+		c.secret = a.envOr("EZTHROTTLE_WEBHOOK_SECRET", "")
+	}
+	opts, err := c.options()
+	if err != nil {
+		return err
+	}
+	var logger *slog.Logger
+	if c.verbose {
+		logger = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		opts = append(opts, ezlocal.WithLogger(logger))
+	}
+	e, err := ezlocal.Start(opts...)
+	if err != nil {
+		return err
+	}
+	for _, r := range c.down {
+		if err := e.SetRegionDown(r, true); err != nil {
+			e.Close()
+			return usagef("--down %s: %v", r, err)
+		}
+	}
+	a.printDevBanner(e, c)
+	<-ctx.Done()
+	fmt.Fprintln(a.stdout, "\nShutting down: cancelling running jobs and deliveries...")
+	n := len(e.Jobs())
+	e.Close()
+	fmt.Fprintf(a.stdout, "Engine stopped (%d job(s) submitted during this session).\n", n)
+	return nil
+}
+
+// options turns the flags into engine options, reporting bad values as usage
+// errors.
+func (c *devConfig) options() ([]ezlocal.Option, error) {
+	opts := []ezlocal.Option{ezlocal.WithAddr(c.addr)}
+	if strings.TrimSpace(c.apiKey) == "" {
+		return nil, usagef("--api-key must not be empty")
+	}
+	opts = append(opts, ezlocal.WithAPIKey(c.apiKey, ezlocal.DefaultCustomerID))
+	if c.rps <= 0 || c.maxConcurrent < 1 {
+		return nil, usagef("--rps must be > 0 and --max-concurrent >= 1")
+	}
+	opts = append(opts, ezlocal.WithDefaultPace(c.rps, c.maxConcurrent))
+	if c.retryDelay < 0 {
+		return nil, usagef("--retry-delay must not be negative")
+	}
+	opts = append(opts, ezlocal.WithRetryDelay(c.retryDelay))
+
+	latency := map[string]time.Duration{}
+	for _, l := range c.latencies {
+		name, d, ok := strings.Cut(l, "=")
+		dur, err := time.ParseDuration(strings.TrimSpace(d))
+		if !ok || strings.TrimSpace(name) == "" || err != nil || dur < 0 {
+			return nil, usagef("--latency %q: want region=duration, e.g. lax=80ms", l)
+		}
+		latency[strings.TrimSpace(name)] = dur
+	}
+	var regions []ezlocal.RegionConfig
+	if len(c.regions) > 0 {
+		for _, r := range c.regions {
+			regions = append(regions, ezlocal.RegionConfig{Name: r})
+		}
+	} else {
+		regions = ezlocal.DefaultRegions()
+	}
+	known := map[string]bool{}
+	for i := range regions {
+		known[regions[i].Name] = true
+		regions[i].Latency = latency[regions[i].Name]
+	}
+	for name := range latency {
+		if !known[name] {
+			return nil, usagef("--latency: unknown region %q", name)
+		}
+	}
+	for _, r := range c.down {
+		if !known[r] {
+			return nil, usagef("--down: unknown region %q", r)
+		}
+	}
+	opts = append(opts, ezlocal.WithRegions(regions...))
+
+	retries, err := parseDurations(c.webhookRetries)
+	if err != nil {
+		return nil, usagef("--webhook-retries: %v", err)
+	}
+	opts = append(opts, ezlocal.WithWebhookRetries(retries...))
+	if c.secret != "" {
+		if len(c.secret) < 16 {
+			return nil, usagef("--webhook-secret must be at least 16 characters")
+		}
+		opts = append(opts, ezlocal.WithWebhookSecrets(ezlocal.DefaultCustomerID, c.secret, ""))
+	}
+	return opts, nil
+}
+
+// parseDurations parses "1s,2s,4s" ("none" or "" for no durations).
+func parseDurations(s string) ([]time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "none" {
+		return nil, nil
+	}
+	var out []time.Duration
+	for _, p := range strings.Split(s, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(p))
+		if err != nil || d < 0 {
+			return nil, fmt.Errorf("%q is not a non-negative duration", p)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func (a *app) printDevBanner(e *ezlocal.Engine, c devConfig) {
+	w := a.stdout
+	var names []string
+	for _, r := range e.Regions() {
+		n := r.Name
+		if r.Down {
+			n += " (down)"
+		}
+		if r.Latency > 0 {
+			n += fmt.Sprintf(" (+%v)", r.Latency)
+		}
+		names = append(names, n)
+	}
+	signing := "off (deliveries are unsigned; pass --webhook-secret to sign them)"
+	if c.secret != "" {
+		signing = "on (X-EZThrottle-Signature, HMAC-SHA256 with your --webhook-secret)"
+	}
+	fmt.Fprintf(w, "EZThrottle local engine listening on %s\n\n", e.URL())
+	fmt.Fprintf(w, "  regions        %s\n", strings.Join(names, ", "))
+	fmt.Fprintf(w, "  pace           %g req/s, %d in flight per destination host (steered by X-EZTHROTTLE-RPS / X-EZTHROTTLE-MAX-CONCURRENT)\n", c.rps, c.maxConcurrent)
+	fmt.Fprintf(w, "  webhook signing %s\n", signing)
+	fmt.Fprintf(w, "  development API key: %s (accepted by this local engine only; not a secret)\n\n", e.APIKey())
+	fmt.Fprintf(w, "Use it from the SDK, the examples and 'ezthrottle submit':\n\n")
+	fmt.Fprintf(w, "  export EZTHROTTLE_API_KEY=%s\n", e.APIKey())
+	fmt.Fprintf(w, "  export EZTHROTTLE_PROXY_URL=%s\n", e.URL())
+	fmt.Fprintf(w, "  export EZTHROTTLE_URL=%s\n\n", e.URL())
+	fmt.Fprintf(w, "Self-hosted dialect: POST %s/jobs (any user_id), health at %s/health\n", e.URL(), e.URL())
+	fmt.Fprintf(w, "Press Ctrl-C to stop.\n")
+}

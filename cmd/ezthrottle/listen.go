@@ -1,0 +1,273 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ezthrottle/ezthrottle-go/ezclient/webhook"
+)
+
+const listenSynopsis = `Usage: ezthrottle listen [flags]
+
+Runs a local webhook receiver: point a job's webhook at the URL it prints.
+Every delivery is verified (X-EZThrottle-Signature, when a secret is set),
+de-duplicated by job ID and pretty-printed; rejected deliveries are reported
+too. Both payload forms (Cloud and self-hosted) are accepted.
+
+Runs until Ctrl-C (SIGINT), SIGTERM, or --count deliveries.`
+
+type listenConfig struct {
+	addr, path         string
+	secret, secondary  string
+	jsonOut            bool
+	count              int
+	maxBody            int
+	tolerance          time.Duration
+	maxDeliveryPayload int64
+}
+
+func (a *app) listen(ctx context.Context, args []string) error {
+	var c listenConfig
+	fs := a.newFlagSet("listen", listenSynopsis)
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:9090", "`host:port` to listen on (port 0 picks a free port)")
+	fs.StringVar(&c.path, "path", "/", "URL path that receives deliveries (\"/\" accepts any path)")
+	fs.StringVar(&c.secret, "secret", "", "webhook secret to verify signatures with (default $EZTHROTTLE_WEBHOOK_SECRET; prefer the variable: flags show in ps)")
+	fs.StringVar(&c.secondary, "secondary-secret", "", "previous secret, still accepted during a rotation (default $EZTHROTTLE_WEBHOOK_SECONDARY_SECRET)")
+	fs.BoolVar(&c.jsonOut, "json", false, "print each delivery as one JSON line instead of a readable block")
+	fs.IntVar(&c.count, "count", 0, "exit after this many accepted deliveries (0: run until interrupted)")
+	fs.IntVar(&c.maxBody, "max-body", 2000, "print at most this many characters of a response body (0: all)")
+	fs.DurationVar(&c.tolerance, "tolerance", webhook.DefaultTolerance, "accepted clock skew of a signature's timestamp")
+	fs.Int64Var(&c.maxDeliveryPayload, "max-payload", webhook.DefaultMaxBodyBytes, "largest delivery body accepted, in bytes (413 above)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if c.count < 0 || c.maxBody < 0 || c.tolerance <= 0 || c.maxDeliveryPayload <= 0 {
+		return usagef("--count and --max-body must be >= 0, --tolerance and --max-payload > 0")
+	}
+	if !strings.HasPrefix(c.path, "/") {
+		return usagef("--path must start with '/'")
+	}
+	if c.secret == "" {
+		c.secret = a.envOr("EZTHROTTLE_WEBHOOK_SECRET", "")
+	}
+	if c.secondary == "" {
+		c.secondary = a.envOr("EZTHROTTLE_WEBHOOK_SECONDARY_SECRET", "")
+	}
+	if c.secret == "" && c.secondary != "" {
+		return usagef("--secondary-secret needs --secret (or $EZTHROTTLE_WEBHOOK_SECRET)")
+	}
+	opts := []webhook.Option{webhook.WithTolerance(c.tolerance), webhook.WithMaxBodyBytes(c.maxDeliveryPayload)}
+	if c.secret != "" {
+		opts = append(opts, webhook.WithSecret(c.secret), webhook.WithSecondarySecret(c.secondary))
+	}
+	h, err := webhook.NewHandler(opts...)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+
+	ln, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", c.addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(c.path, a.reportRejections(h))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	// Subscribe before serving so that no delivery is missed.
+	subCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results, unsubscribe := h.Subscribe(subCtx)
+	defer unsubscribe()
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	verify := "signatures are NOT verified (no secret: set $EZTHROTTLE_WEBHOOK_SECRET or --secret)"
+	if c.secret != "" {
+		verify = "signatures verified (X-EZThrottle-Signature)"
+		if c.secondary != "" {
+			verify += ", secondary secret accepted"
+		}
+	}
+	fmt.Fprintf(a.stdout, "Listening for EZThrottle webhooks on http://%s%s\n  %s\nUse this URL as a job's webhook. Press Ctrl-C to stop.\n", ln.Addr(), c.path, verify)
+
+	n := 0
+	var serveErr error
+loop:
+	for c.count == 0 || n < c.count {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-served:
+			serveErr = err
+			break loop
+		case r, ok := <-results:
+			if !ok {
+				break loop
+			}
+			n++
+			a.printResult(n, r, c)
+		}
+	}
+	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	_ = srv.Shutdown(shutCtx)
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("serving: %w", serveErr)
+	}
+	if c.count == 0 || n < c.count {
+		fmt.Fprintf(a.stdout, "Stopped after %d delivery(ies).\n", n)
+	}
+	return nil
+}
+
+// reportRejections prints the deliveries the handler refused (bad signature,
+// malformed payload, ...): the accepted ones are printed from the
+// subscription.
+func (a *app) reportRejections(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(rec, r)
+		if rec.status == http.StatusOK {
+			return
+		}
+		var e struct {
+			Error string `json:"error"`
+			Code  string `json:"code"`
+		}
+		msg := strings.TrimSpace(rec.body.String())
+		if json.Unmarshal(rec.body.Bytes(), &e) == nil && e.Error != "" {
+			msg = e.Error
+		}
+		fmt.Fprintf(a.stdout, "%s  ✗ rejected %s %s from %s: %d %s: %s\n",
+			time.Now().Format("15:04:05"), r.Method, r.URL.Path, r.RemoteAddr, rec.status, http.StatusText(rec.status), msg)
+	})
+}
+
+// statusRecorder remembers the status and the start of the body written.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	body   bytes.Buffer
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(p []byte) (int, error) {
+	if room := 1024 - s.body.Len(); room > 0 {
+		s.body.Write(p[:min(room, len(p))])
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+// delivery is the JSON line printed with --json.
+type delivery struct {
+	JobID         string         `json:"job_id"`
+	IdempotentKey string         `json:"idempotent_key,omitempty"`
+	Succeeded     bool           `json:"succeeded"`
+	Status        string         `json:"status"`
+	StatusCode    int            `json:"status_code,omitempty"`
+	Headers       map[string]any `json:"headers,omitempty"`
+	Body          string         `json:"body,omitempty"`
+	Reason        string         `json:"reason,omitempty"`
+	Metadata      map[string]any `json:"metadata,omitempty"`
+	Form          string         `json:"form"`
+	Verified      bool           `json:"signature_verified"`
+	ReceivedAt    time.Time      `json:"received_at"`
+}
+
+func (a *app) printResult(n int, r webhook.Result, c listenConfig) {
+	if c.jsonOut {
+		d := delivery{
+			JobID: r.JobID, IdempotentKey: r.IdempotentKey, Succeeded: r.Succeeded, Status: r.Status,
+			StatusCode: r.StatusCode, Body: r.Body, Reason: r.Reason, Metadata: r.Metadata,
+			Form: r.Form.String(), Verified: c.secret != "", ReceivedAt: r.ReceivedAt,
+		}
+		if len(r.Header) > 0 {
+			d.Headers = map[string]any{}
+			for k, v := range r.Header {
+				d.Headers[k] = strings.Join(v, ", ")
+			}
+		}
+		b, err := json.Marshal(d)
+		if err != nil {
+			fmt.Fprintf(a.stderr, "cannot encode delivery %s: %v\n", r.JobID, err)
+			return
+		}
+		fmt.Fprintf(a.stdout, "%s\n", b)
+		return
+	}
+	var b strings.Builder
+	mark := "✓ succeeded"
+	if !r.Succeeded {
+		mark = "✗ failed"
+	}
+	fmt.Fprintf(&b, "── delivery #%d at %s ── %s\n", n, r.ReceivedAt.Format("15:04:05.000"), mark)
+	fmt.Fprintf(&b, "  job         %s\n", r.JobID)
+	if r.IdempotentKey != "" {
+		fmt.Fprintf(&b, "  key         %s\n", r.IdempotentKey)
+	}
+	status := r.Status
+	if r.StatusCode != 0 {
+		status += fmt.Sprintf(" (HTTP %d %s)", r.StatusCode, http.StatusText(r.StatusCode))
+	}
+	fmt.Fprintf(&b, "  status      %s\n", status)
+	if r.Reason != "" {
+		fmt.Fprintf(&b, "  reason      %s\n", r.Reason)
+	}
+	sig := "not checked (no secret)"
+	if c.secret != "" {
+		sig = "verified"
+	}
+	fmt.Fprintf(&b, "  signature   %s\n", sig)
+	fmt.Fprintf(&b, "  form        %s\n", r.Form)
+	if len(r.Metadata) > 0 {
+		md, _ := json.Marshal(r.Metadata)
+		fmt.Fprintf(&b, "  metadata    %s\n", md)
+	}
+	if len(r.Header) > 0 {
+		keys := make([]string, 0, len(r.Header))
+		for k := range r.Header {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for i, k := range keys {
+			label := ""
+			if i == 0 {
+				label = "headers"
+			}
+			fmt.Fprintf(&b, "  %-11s %s: %s\n", label, k, strings.Join(r.Header[k], ", "))
+		}
+	}
+	body := r.Body
+	if c.maxBody > 0 && len([]rune(body)) > c.maxBody {
+		body = string([]rune(body)[:c.maxBody]) + fmt.Sprintf("… (%d bytes in all)", len(r.Body))
+	}
+	if body != "" {
+		fmt.Fprintf(&b, "  body        %s\n", indentBody(body))
+	}
+	_, _ = io.WriteString(a.stdout, b.String())
+}
+
+// indentBody pretty-prints a JSON body, else returns it as is; continuation
+// lines are indented under the label.
+func indentBody(s string) string {
+	var buf bytes.Buffer
+	if json.Valid([]byte(s)) && json.Indent(&buf, []byte(s), "              ", "  ") == nil {
+		return buf.String()
+	}
+	return strings.ReplaceAll(s, "\n", "\n              ")
+}
