@@ -70,16 +70,26 @@ const (
 
 // Event is one step of a job's history.
 type Event struct {
-	Type       EventType
-	Time       time.Time
-	Region     string
+	// Type says what happened; it decides which other fields are set.
+	Type EventType
+	// Time is the engine clock's time of the event.
+	Time time.Time
+	// Region is where it happened (or, for EventRerouted, the new region).
+	Region string
+	// FromRegion is the region a reroute left.
 	FromRegion string
-	Attempt    int
+	// Attempt numbers request or delivery attempts from 1.
+	Attempt int
+	// StatusCode is the HTTP status involved (0 when there was no reply).
 	StatusCode int
-	URL        string
-	JobID      string
-	Delay      time.Duration
-	Detail     string
+	// URL is the destination, fallback or webhook concerned.
+	URL string
+	// JobID is a spawned child's job ID.
+	JobID string
+	// Delay is the wait that follows (retries, retry_at, timeouts).
+	Delay time.Duration
+	// Detail is a human-readable explanation.
+	Detail string
 }
 
 // String renders the event on one line, for logs and test failures.
