@@ -8,20 +8,14 @@ import (
 )
 
 // releaseBody frees the request's slot in flight when the response body is
-// closed or read to EOF, whichever comes first.
+// closed (as the http.Client contract requires of every caller).
 type releaseBody struct {
 	rc   io.ReadCloser
 	p    Permit
 	done atomic.Bool
 }
 
-func (b *releaseBody) Read(p []byte) (int, error) {
-	n, err := b.rc.Read(p)
-	if err == io.EOF {
-		b.release()
-	}
-	return n, err
-}
+func (b *releaseBody) Read(p []byte) (int, error) { return b.rc.Read(p) }
 
 func (b *releaseBody) Close() error {
 	err := b.rc.Close()

@@ -208,6 +208,17 @@ func ParseSignals(h http.Header, status int, now time.Time) Signals {
 // signalHeaders holds the values of the recognised headers, by kind.
 type signalHeaders [hCount][]string
 
+// hasSignals reports whether h has any rate-limit header, without
+// collecting them.
+func hasSignals(h http.Header) bool {
+	for k := range h {
+		if headerKind(k) != hNone {
+			return true
+		}
+	}
+	return false
+}
+
 // scanSignals collects the rate-limit headers in one pass over h.
 func scanSignals(h http.Header) (v signalHeaders, found bool) {
 	for k, vs := range h {

@@ -127,10 +127,10 @@ func TestParseRateLimit(t *testing.T) {
 
 func TestParseRateLimitFields(t *testing.T) {
 	tests := []struct {
-		name                   string
+		name                    string
 		limit, remaining, reset string
-		want                   ezthrottle.Quota
-		ok                     bool
+		want                    ezthrottle.Quota
+		ok                      bool
 	}{
 		{"delta seconds", "60", "0", "30", ezthrottle.Quota{Limit: 60, Remaining: 0, Reset: now0.Add(30 * time.Second), Source: "RateLimit"}, true},
 		{"unix seconds (GitHub)", "5000", "4999", "1764244860", ezthrottle.Quota{Limit: 5000, Remaining: 4999, Reset: time.Unix(1764244860, 0), Source: "RateLimit"}, true},

@@ -21,8 +21,8 @@ const (
 
 // Limit is the throttle applied to one host: a token bucket (Rate, Burst)
 // and a cap on requests in flight. A slot in flight is held from the start
-// of the round trip until the response body is closed (or read to EOF), or
-// the round trip fails.
+// of the round trip until the response body is closed, or the round trip
+// fails.
 type Limit struct {
 	// Rate is the sustained pace in requests per second; math.Inf(1) means
 	// no pacing. It must be positive.
@@ -86,7 +86,7 @@ type Admission struct {
 // Permit is a request's slot in flight, granted by a Limiter.
 type Permit interface {
 	// Release frees the slot. The Transport calls it exactly once: when the
-	// response body is closed or read to EOF, or when the round trip fails.
+	// response body is closed, or when the round trip fails.
 	Release()
 }
 

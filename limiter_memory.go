@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -231,14 +232,33 @@ func (h *hostState) Release() {
 // for every waiter ahead; a wait for a free slot in flight cannot be
 // predicted and is bounded by ctx and a.Deadline only.
 func (m *MemoryLimiter) Acquire(ctx context.Context, a Admission) (Permit, error) {
+	return m.acquire(ctx, a, nil)
+}
+
+// acquire is Acquire with an optional cache of the host's state (the
+// Transport keeps one per host key, saving the sharded map lookup). An
+// evicted cached state is replaced.
+func (m *MemoryLimiter) acquire(ctx context.Context, a Admission, cache *atomic.Pointer[hostState]) (Permit, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	for {
-		h := m.host(a.Key, a.Limit)
+		var h *hostState
+		if cache != nil {
+			h = cache.Load()
+		}
+		if h == nil {
+			h = m.host(a.Key, a.Limit)
+			if cache != nil {
+				cache.Store(h)
+			}
+		}
 		h.mu.Lock()
 		if h.evicted {
 			h.mu.Unlock()
+			if cache != nil {
+				cache.CompareAndSwap(h, nil)
+			}
 			continue
 		}
 		now := m.clock.Now()

@@ -39,7 +39,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	// Observation point: the throttle wait (host key known) happens here.
-	permit, err := t.limiter.Acquire(ctx, adm)
+	var permit Permit
+	var err error
+	if t.mem != nil {
+		permit, err = t.mem.acquire(ctx, adm, &hi.state)
+	} else {
+		permit, err = t.limiter.Acquire(ctx, adm)
+	}
 	if err != nil {
 		return t.notAdmitted(req, hi, fwd, err, cause)
 	}
@@ -206,10 +212,10 @@ func (t *Transport) unsentBody(req *http.Request) ([]byte, error) {
 // capped and jittered, to the limiter before the response is returned, so
 // they apply to the very next request.
 func (t *Transport) learn(ctx context.Context, key string, resp *http.Response) {
-	v, found := scanSignals(resp.Header)
-	if !found {
+	if !hasSignals(resp.Header) {
 		return
 	}
+	v, _ := scanSignals(resp.Header)
 	now := t.clock.Now()
 	s := signalsFrom(&v, resp.StatusCode, now)
 	if s.IsZero() {

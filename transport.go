@@ -32,6 +32,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
@@ -388,6 +389,7 @@ type Transport struct {
 	cfg     config
 	base    http.RoundTripper
 	limiter Limiter
+	mem     *MemoryLimiter // limiter, when it is the in-memory one
 	clock   Clock
 	log     *slog.Logger
 	seed    maphash.Seed
@@ -405,10 +407,12 @@ type keyShard struct {
 	_  [32]byte
 }
 
-// hostInfo is the resolved, immutable per-host configuration.
+// hostInfo is the resolved per-host configuration (immutable), plus a
+// cached pointer to the default limiter's state for the host.
 type hostInfo struct {
 	key   string
 	limit Limit
+	state atomic.Pointer[hostState]
 }
 
 func newConfig(opts []Option) (config, error) {
@@ -460,6 +464,7 @@ func newTransport(c config) *Transport {
 	if t.limiter == nil {
 		t.limiter = NewMemoryLimiter(MemoryLimiterConfig{Clock: c.clock, IdleTimeout: c.idleTimeout})
 	}
+	t.mem, _ = t.limiter.(*MemoryLimiter)
 	for i := range t.keys {
 		t.keys[i].m = make(map[string]*hostInfo)
 	}
@@ -528,18 +533,14 @@ func HostKey(u *url.URL) string {
 }
 
 func appendHostKey(b []byte, scheme, hostport string) []byte {
-	for i := 0; i < len(scheme); i++ {
-		b = append(b, lower(scheme[i]))
-	}
+	b = appendLower(b, scheme)
 	b = append(b, "://"...)
 	hasPort := false
 	if i := strings.LastIndexByte(hostport, ':'); i >= 0 && !strings.Contains(hostport[i:], "]") &&
 		(hostport[0] == '[' || strings.IndexByte(hostport, ':') == i) {
 		hasPort = true
 	}
-	for i := 0; i < len(hostport); i++ {
-		b = append(b, lower(hostport[i]))
-	}
+	b = appendLower(b, hostport)
 	if !hasPort {
 		switch {
 		case strings.EqualFold(scheme, "https"):
@@ -547,6 +548,16 @@ func appendHostKey(b []byte, scheme, hostport string) []byte {
 		case strings.EqualFold(scheme, "http"):
 			b = append(b, ":80"...)
 		}
+	}
+	return b
+}
+
+// appendLower appends s lower-cased (ASCII).
+func appendLower(b []byte, s string) []byte {
+	n := len(b)
+	b = append(b, s...)
+	for i := n; i < len(b); i++ {
+		b[i] = lower(b[i])
 	}
 	return b
 }

@@ -106,15 +106,25 @@ func TestSlotHeldUntilBodyClosed(t *testing.T) {
 	s, _ = ml.Stats(key)
 	assert.Equal(t, 0, s.InFlight)
 
-	// Reading to EOF releases too.
+	// Reading to EOF does not release: Close does, once.
 	resp, err = tr.RoundTrip(newReq(t, context.Background(), "GET", "https://a.example/2", nil))
 	require.NoError(t, err)
 	_, _ = io.ReadAll(resp.Body)
 	s, _ = ml.Stats(key)
-	assert.Equal(t, 0, s.InFlight)
+	assert.Equal(t, 1, s.InFlight)
+	tr2slots := mustNew(t, ezthrottle.WithBase(base), ezthrottle.WithLimiter(ml),
+		ezthrottle.WithDefaultLimit(ezthrottle.Limit{Rate: math.Inf(1), MaxInFlight: 2}))
+	other, err := tr2slots.RoundTrip(newReq(t, context.Background(), "GET", "https://a.example/2b", nil))
+	require.NoError(t, err)
+	s, _ = ml.Stats(key)
+	assert.Equal(t, 2, s.InFlight)
+	resp.Body.Close()
 	resp.Body.Close()
 	s, _ = ml.Stats(key)
-	assert.Equal(t, 0, s.InFlight, "released once only")
+	assert.Equal(t, 1, s.InFlight, "released once only")
+	other.Body.Close()
+	s, _ = ml.Stats(key)
+	assert.Equal(t, 0, s.InFlight)
 
 	// A failed round trip releases at once.
 	tr2 := mustNew(t, ezthrottle.WithBase(rtFunc(func(r *http.Request) (*http.Response, error) {

@@ -1,0 +1,186 @@
+package ezthrottle_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	ezthrottle "github.com/ezthrottle/ezthrottle-go"
+	"github.com/ezthrottle/ezthrottle-go/ezclient"
+)
+
+// benchBase is an in-process RoundTripper: it consumes the request body and
+// returns a small response, as a fast upstream would.
+type benchBase struct{}
+
+var benchHeader = http.Header{"Content-Type": {"application/json"}}
+
+type benchBody struct{ r strings.Reader }
+
+func (b *benchBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (b *benchBody) Close() error               { return nil }
+
+func (benchBase) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_ = r.Body.Close()
+	}
+	body := &benchBody{}
+	body.r.Reset(`{"ok":true}`)
+	return &http.Response{StatusCode: 200, Header: benchHeader, Body: body, ContentLength: 11, Request: r}, nil
+}
+
+// benchLimit exercises the whole limiter (bucket and in-flight cap) without
+// ever making a request wait.
+var benchLimit = ezthrottle.Limit{Rate: 1e12, Burst: 1 << 30, MaxInFlight: 1 << 20}
+
+type nopSubmitter struct{}
+
+func (nopSubmitter) Submit(context.Context, *ezclient.Job) (*ezclient.Submission, error) {
+	return &ezclient.Submission{JobID: "job"}, nil
+}
+
+func benchTransport(b *testing.B, opts ...ezthrottle.Option) http.RoundTripper {
+	tr, err := ezthrottle.New(append([]ezthrottle.Option{ezthrottle.WithBase(benchBase{}), ezthrottle.WithDefaultLimit(benchLimit)}, opts...)...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return tr
+}
+
+func BenchmarkGET(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		rt   func(*testing.B) http.RoundTripper
+	}{
+		{"bare", func(*testing.B) http.RoundTripper { return benchBase{} }},
+		{"transport", func(b *testing.B) http.RoundTripper { return benchTransport(b) }},
+		{"transport+forwarding", func(b *testing.B) http.RoundTripper {
+			return benchTransport(b, ezthrottle.WithForwarding(nopSubmitter{}))
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			rt := bc.rt(b)
+			req, _ := http.NewRequest("GET", "https://api.example.com/v1/items?limit=10", nil)
+			req.Header.Set("Authorization", "Bearer k")
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				resp, err := rt.RoundTrip(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				resp.Body.Close()
+			}
+		})
+	}
+}
+
+// resetBody is a request body that can be rewound without allocating.
+type resetBody struct{ bytes.Reader }
+
+func (*resetBody) Close() error { return nil }
+
+func BenchmarkPOST1KiB(b *testing.B) {
+	payload := bytes.Repeat([]byte("a"), 1024)
+	for _, bc := range []struct {
+		name    string
+		getBody bool
+		rt      func(*testing.B) http.RoundTripper
+	}{
+		{"bare", true, func(*testing.B) http.RoundTripper { return benchBase{} }},
+		{"transport", true, func(b *testing.B) http.RoundTripper { return benchTransport(b) }},
+		{"transport+forwarding/GetBody", true, func(b *testing.B) http.RoundTripper {
+			return benchTransport(b, ezthrottle.WithForwarding(nopSubmitter{}))
+		}},
+		{"transport+forwarding/capture", false, func(b *testing.B) http.RoundTripper {
+			return benchTransport(b, ezthrottle.WithForwarding(nopSubmitter{}))
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			rt := bc.rt(b)
+			body := &resetBody{}
+			req, _ := http.NewRequest("POST", "https://api.example.com/v1/items", nil)
+			req.Header.Set("Content-Type", "application/json")
+			req.Body = body
+			req.ContentLength = int64(len(payload))
+			if bc.getBody {
+				req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(payload)), nil }
+			}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(payload)))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				body.Reset(payload)
+				resp, err := rt.RoundTrip(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				resp.Body.Close()
+			}
+		})
+	}
+}
+
+func BenchmarkParallel(b *testing.B) {
+	for _, hosts := range []int{1, 64, 10000} {
+		b.Run(fmt.Sprintf("hosts=%d", hosts), func(b *testing.B) {
+			rt := benchTransport(b)
+			reqs := make([]*http.Request, hosts)
+			for i := range reqs {
+				reqs[i], _ = http.NewRequest("GET", fmt.Sprintf("https://h%d.example.com/x", i), nil)
+			}
+			var seq atomic.Int64
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				i := int(seq.Add(7919))
+				for pb.Next() {
+					i++
+					resp, err := rt.RoundTrip(reqs[i%hosts])
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					resp.Body.Close()
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkMemoryPerHost reports the heap kept per tracked host (limiter
+// state plus the Transport's host-key cache entry).
+func BenchmarkMemoryPerHost(b *testing.B) {
+	const hosts = 10000
+	reqs := make([]*http.Request, hosts)
+	for i := range reqs {
+		reqs[i], _ = http.NewRequest("GET", fmt.Sprintf("https://h%d.example.com/x", i), nil)
+	}
+	var perHost float64
+	for i := 0; i < b.N; i++ {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		rt := benchTransport(b, ezthrottle.WithDefaultLimit(ezthrottle.Limit{Rate: math.Inf(1), MaxInFlight: 2}))
+		for _, r := range reqs {
+			resp, err := rt.RoundTrip(r)
+			if err != nil {
+				b.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		perHost = float64(after.HeapAlloc-before.HeapAlloc) / hosts
+		runtime.KeepAlive(rt)
+	}
+	b.ReportMetric(perHost, "B/host")
+}
