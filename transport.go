@@ -61,6 +61,15 @@ type Submitter interface {
 	Submit(ctx context.Context, job *ezclient.Job) (*ezclient.Submission, error)
 }
 
+// SubmitterFunc adapts a function to Submitter (for example to submit to
+// an in-process engine, or to decorate *ezclient.Client).
+type SubmitterFunc func(ctx context.Context, job *ezclient.Job) (*ezclient.Submission, error)
+
+// Submit calls f.
+func (f SubmitterFunc) Submit(ctx context.Context, job *ezclient.Job) (*ezclient.Submission, error) {
+	return f(ctx, job)
+}
+
 type config struct {
 	base         http.RoundTripper
 	limiter      Limiter
