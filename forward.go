@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -318,24 +317,6 @@ func (t *Transport) submit(req *http.Request, hi *hostInfo, body []byte, reason 
 	}
 	t.observeForwarded(ctx, info)
 	return info, nil
-}
-
-// observeForwarded is the observation point of a successful forward: host
-// key, reason, job ID and idempotent key are known here.
-func (t *Transport) observeForwarded(ctx context.Context, info *ForwardInfo) {
-	receiptFrom(ctx).record(info, nil)
-	t.log.LogAttrs(ctx, slog.LevelInfo, "ezthrottle: request forwarded",
-		slog.String("host", info.Host), slog.String("reason", string(info.Reason)),
-		slog.Int("upstream_status", info.UpstreamStatus),
-		slog.String("job_id", info.Submission.JobID), slog.String("idempotent_key", info.Submission.IdempotentKey))
-}
-
-// observeForwardFailed is the observation point of a failed forward; the
-// caller receives the original outcome.
-func (t *Transport) observeForwardFailed(ctx context.Context, err error) {
-	receiptFrom(ctx).record(nil, err)
-	t.log.LogAttrs(ctx, slog.LevelWarn, "ezthrottle: forwarding failed, returning the original outcome",
-		slog.String("error", err.Error()))
 }
 
 // ForwardError is returned by user code to ask for a job to be forwarded

@@ -32,11 +32,10 @@ type fakeClock struct {
 }
 
 type fakeTimer struct {
-	c     *fakeClock
-	at    time.Time
-	ch    chan time.Time
-	done  bool
-	index int
+	c    *fakeClock
+	at   time.Time
+	ch   chan time.Time
+	done bool
 }
 
 func newFakeClock() *fakeClock {

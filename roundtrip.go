@@ -38,14 +38,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			adm.Deadline, cause = mw, ErrMaxWait
 		}
 	}
-	// Observation point: the throttle wait (host key known) happens here.
-	var permit Permit
-	var err error
-	if t.mem != nil {
-		permit, err = t.mem.acquire(ctx, adm, &hi.state)
-	} else {
-		permit, err = t.limiter.Acquire(ctx, adm)
-	}
+	permit, err := t.acquire(ctx, hi, adm)
 	if err != nil {
 		return t.notAdmitted(req, hi, fwd, err, cause)
 	}
@@ -248,7 +241,7 @@ func (t *Transport) learn(ctx context.Context, key string, resp *http.Response) 
 			s.PauseUntil = time.Time{}
 		}
 	}
-	// Observation point: the learned signals of host key.
+	t.observeLearned(ctx, key, s)
 	t.limiter.Learn(ctx, key, s)
 }
 

@@ -399,6 +399,7 @@ type Transport struct {
 	base    http.RoundTripper
 	limiter Limiter
 	mem     *MemoryLimiter // limiter, when it is the in-memory one
+	obs     observer       // nil: no observation (see observe.go)
 	clock   Clock
 	log     *slog.Logger
 	seed    maphash.Seed

@@ -1,0 +1,79 @@
+package ezthrottle
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// observer receives the Transport's observation points: the throttle wait
+// of every request (host key, duration, outcome), the signals learned from
+// a response, and each forwarding with its reason, job ID and idempotent
+// key, or its failure. The Transport has none by default (no cost on the
+// hot path beyond a nil check); the OpenTelemetry integration implements it
+// to record spans and metrics at exactly these points.
+type observer interface {
+	// throttled is called after the limiter admitted or refused the
+	// request; err is nil when it was admitted.
+	throttled(ctx context.Context, host string, wait time.Duration, err error)
+	// learned is called with the signals handed to the limiter.
+	learned(ctx context.Context, host string, s Signals)
+	// forwarded is called when a request became a job.
+	forwarded(ctx context.Context, info *ForwardInfo)
+	// forwardFailed is called when forwarding was attempted and failed
+	// (err is a *ForwardFailedError); the caller gets the original outcome.
+	forwardFailed(ctx context.Context, err error)
+}
+
+// acquire runs the limiter for one request (the throttle-wait observation
+// point).
+func (t *Transport) acquire(ctx context.Context, hi *hostInfo, adm Admission) (Permit, error) {
+	var start time.Time
+	if t.obs != nil {
+		start = t.clock.Now()
+	}
+	var (
+		p   Permit
+		err error
+	)
+	if t.mem != nil {
+		p, err = t.mem.acquire(ctx, adm, &hi.state)
+	} else {
+		p, err = t.limiter.Acquire(ctx, adm)
+	}
+	if t.obs != nil {
+		t.obs.throttled(ctx, hi.key, t.clock.Now().Sub(start), err)
+	}
+	return p, err
+}
+
+// observeLearned is the observation point of learned signals.
+func (t *Transport) observeLearned(ctx context.Context, host string, s Signals) {
+	if t.obs != nil {
+		t.obs.learned(ctx, host, s)
+	}
+}
+
+// observeForwarded is the observation point of a successful forward: host
+// key, reason, job ID and idempotent key are known here.
+func (t *Transport) observeForwarded(ctx context.Context, info *ForwardInfo) {
+	receiptFrom(ctx).record(info, nil)
+	t.log.LogAttrs(ctx, slog.LevelInfo, "ezthrottle: request forwarded",
+		slog.String("host", info.Host), slog.String("reason", string(info.Reason)),
+		slog.Int("upstream_status", info.UpstreamStatus),
+		slog.String("job_id", info.Submission.JobID), slog.String("idempotent_key", info.Submission.IdempotentKey))
+	if t.obs != nil {
+		t.obs.forwarded(ctx, info)
+	}
+}
+
+// observeForwardFailed is the observation point of a failed forward; the
+// caller receives the original outcome.
+func (t *Transport) observeForwardFailed(ctx context.Context, err error) {
+	receiptFrom(ctx).record(nil, err)
+	t.log.LogAttrs(ctx, slog.LevelWarn, "ezthrottle: forwarding failed, returning the original outcome",
+		slog.String("error", err.Error()))
+	if t.obs != nil {
+		t.obs.forwardFailed(ctx, err)
+	}
+}
