@@ -1,0 +1,35 @@
+package redislimit
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors of the Limiter.
+var (
+	// ErrUnavailable: Redis could not be used and the Limiter fails closed
+	// (*UnavailableError).
+	ErrUnavailable = errors.New("redislimit: redis unavailable")
+	// ErrClosed: the Limiter was closed.
+	ErrClosed = errors.New("redislimit: limiter closed")
+)
+
+// UnavailableError is returned by Acquire, with WithFailClosed, when Redis
+// cannot be reached (or answered with an error). errors.Is(err,
+// ErrUnavailable) is true and errors.Unwrap gives the Redis error.
+type UnavailableError struct {
+	// Host is the host key of the refused request.
+	Host string
+	// Err is the Redis error that started (or continues) the outage.
+	Err error
+}
+
+func (e *UnavailableError) Error() string {
+	return fmt.Sprintf("redislimit: redis unavailable, %s not admitted: %v", e.Host, e.Err)
+}
+
+// Is makes errors.Is(err, ErrUnavailable) true.
+func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailable }
+
+// Unwrap returns Err.
+func (e *UnavailableError) Unwrap() error { return e.Err }
