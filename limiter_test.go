@@ -101,6 +101,17 @@ func TestMemoryLimiterFIFO(t *testing.T) {
 	}
 	wg.Wait()
 	assert.Equal(t, []int{0, 1, 2, 3, 4, 5}, order)
+
+	// A newcomer never jumps the queue, even when a token is available the
+	// moment it arrives.
+	ch := acquireAsync(m, ctx, adm)
+	waitFor(t, "waiter queued", func() bool { return stats(t, m, hostA).Waiting == 1 })
+	clk.Advance(time.Second)
+	_, err = m.Acquire(ctx, ezthrottle.Admission{Key: hostA, Limit: adm.Limit, Deadline: clk.Now()})
+	require.ErrorIs(t, err, ezthrottle.ErrThrottled, "the token belongs to the waiter")
+	r := <-ch
+	require.NoError(t, r.err)
+	r.p.Release()
 }
 
 func TestMemoryLimiterInFlightCap(t *testing.T) {
