@@ -171,13 +171,31 @@ func ExampleAutoForward() {
 
 // The middleware form composes with other RoundTripper middleware, such as
 // otelhttp (outside: one span per logical call; inside: one per attempt).
+// All Transports made by one middleware share one limiter.
 func ExampleMiddleware() {
-	mw, err := ezthrottle.Middleware(ezthrottle.WithMaxWait(0))
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, r.Header.Get("X-Tag"))
+	}))
+	defer api.Close()
+
+	throttle, err := ezthrottle.Middleware(ezthrottle.WithHostLimit("127.0.0.1", ezthrottle.Limit{Rate: 100, MaxInFlight: 8}))
 	if err != nil {
 		log.Fatal(err)
 	}
-	hc := &http.Client{Transport: mw(http.DefaultTransport)}
-	_ = hc
-	fmt.Println("ok")
-	// Output: ok
+	tagging := func(next http.RoundTripper) http.RoundTripper {
+		return rtFunc(func(r *http.Request) (*http.Response, error) {
+			r = r.Clone(r.Context()) // never mutate the caller's request
+			r.Header.Set("X-Tag", "tagged")
+			return next.RoundTrip(r)
+		})
+	}
+	hc := &http.Client{Transport: throttle(tagging(http.DefaultTransport))}
+	resp, err := hc.Get(api.URL)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	fmt.Println(string(b))
+	// Output: tagged
 }

@@ -131,6 +131,7 @@ type ForwardedError struct {
 	ForwardInfo
 }
 
+// Error describes the forwarding (job ID and reason).
 func (e *ForwardedError) Error() string {
 	s := fmt.Sprintf("ezthrottle: request forwarded to EZThrottle as job %s (%s", e.Submission.JobID, e.Reason)
 	if e.UpstreamStatus != 0 {
@@ -152,6 +153,7 @@ type ForwardFailedError struct {
 	Err    error
 }
 
+// Error describes why forwarding failed.
 func (e *ForwardFailedError) Error() string {
 	return fmt.Sprintf("ezthrottle: forwarding (%s) failed: %v", e.Reason, e.Err)
 }
@@ -335,6 +337,7 @@ type ForwardError struct {
 	Cause error
 }
 
+// Error describes the request to forward and its cause.
 func (e *ForwardError) Error() string {
 	s := "ezthrottle: forward " + strings.ToUpper(e.Job.Method) + " " + e.Job.URL + " to EZThrottle"
 	if e.Cause != nil {

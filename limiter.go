@@ -141,6 +141,7 @@ type ThrottleError struct {
 	Cause error
 }
 
+// Error describes the host, the wait and what limited it.
 func (e *ThrottleError) Error() string {
 	why := "its deadline"
 	if errors.Is(e.Cause, ErrMaxWait) {

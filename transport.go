@@ -20,6 +20,45 @@
 // closes every response it discards, and honours the request context. When
 // forwarding is not possible or fails, the caller receives exactly what the
 // upstream returned.
+//
+// # Throttling
+//
+// Each host (scheme, lower-cased host and port; see HostKey) has a token
+// bucket and a cap on requests in flight (WithDefaultLimit, WithHostLimit).
+// A slot in flight is held until the response body is closed. Waiters are
+// served in arrival order. A request waits only while its turn can come
+// before its context's deadline (and WithMaxWait): otherwise it does not
+// wait at all and is forwarded, or fails with a *ThrottleError that
+// satisfies errors.Is(err, context.DeadlineExceeded). Rate-limit headers
+// adjust the host's limits before the response is returned, so they apply
+// to the very next request; a Retry-After or an exhausted quota pauses the
+// host (capped by WithMaxPause, plus a small jitter). The limiter is
+// pluggable (Limiter, WithLimiter); the default is a MemoryLimiter.
+//
+// # Forwarding
+//
+// With WithForwarding (or WithClient), a request answered with a forwarding
+// status (DefaultForwardStatuses), failing with a network error (not the
+// caller's cancellation) or overflowing the throttle becomes an
+// ezclient.Job: the same method, URL, headers and body bytes, plus the
+// job options of the Transport (WithJobDefaults) and of the request
+// (WithJobOptions). Hop-by-hop headers are dropped. The Authorization header
+// is copied into the job by default, because the engine calls the API on
+// the user's behalf: the API credentials then travel to, and are stored by,
+// the EZThrottle engine. Use WithoutForwardHeaders("Authorization") or
+// WithForwardHeaders to restrict what is copied.
+//
+// Writes are not replayed blindly: after a 5xx or a network error a POST or
+// PATCH is forwarded only when it carries an Idempotency-Key header or the
+// failure proves it was not processed (429, 503 with Retry-After, dial
+// failure); see WithForwardUnsafeWrites. The idempotent key is chosen as
+// KeyStrategy documents. A request whose context carries
+// ezclient.SuppressForwarding is throttled but never forwarded.
+//
+// The caller receives a synthetic 202 Accepted (IsForwarded,
+// JobFromResponse), or a *ForwardedError with WithForwardedError; a Receipt
+// planted with WithReceipt reports the job even through SDKs that hide the
+// 202. AutoForward does the same for code that returns a *ForwardError.
 package ezthrottle
 
 import (
