@@ -26,8 +26,8 @@ import (
 	"time"
 
 	ezthrottle "github.com/ezthrottle/ezthrottle-go"
-	"github.com/ezthrottle/ezthrottle-go/ezclient/webhook"
 	"github.com/ezthrottle/ezthrottle-go/examples/internal/demo"
+	"github.com/ezthrottle/ezthrottle-go/ezclient/webhook"
 )
 
 func main() {
