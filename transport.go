@@ -446,22 +446,37 @@ type Transport struct {
 }
 
 const (
-	keyShards       = 64
-	maxKeysPerShard = 1024
+	keyShards       = 256
+	maxKeysPerShard = 64 // a miss copies at most this many entries
 )
 
+// keyShard caches the resolved hosts of one shard, keyed by the URL's raw
+// scheme and host. Reads are lock-free (copy-on-write map); a full shard
+// starts over, so the cache stays bounded.
 type keyShard struct {
-	mu sync.RWMutex
-	m  map[string]*hostInfo
-	_  [32]byte
+	mu sync.Mutex
+	m  atomic.Pointer[map[string]*hostInfo] // raw URL host -> scheme chain
+	_  [48]byte
 }
 
 // hostInfo is the resolved per-host configuration (immutable), plus a
 // cached pointer to the default limiter's state for the host.
 type hostInfo struct {
-	key   string
-	limit Limit
-	state atomic.Pointer[hostState]
+	scheme string    // raw URL scheme this entry is for
+	next   *hostInfo // same raw host, another scheme
+	key    string
+	limit  Limit
+	state  atomic.Pointer[hostState]
+}
+
+// find returns the entry of the chain for scheme.
+func (hi *hostInfo) find(scheme string) *hostInfo {
+	for ; hi != nil; hi = hi.next {
+		if hi.scheme == scheme {
+			return hi
+		}
+	}
+	return nil
 }
 
 func newConfig(opts []Option) (config, error) {
@@ -515,7 +530,8 @@ func newTransport(c config) *Transport {
 	}
 	t.mem, _ = t.limiter.(*MemoryLimiter)
 	for i := range t.keys {
-		t.keys[i].m = make(map[string]*hostInfo)
+		m := make(map[string]*hostInfo)
+		t.keys[i].m.Store(&m)
 	}
 	return t
 }
@@ -620,26 +636,35 @@ func lower(c byte) byte {
 
 // hostFor returns the resolved host of u, from a bounded sharded cache.
 func (t *Transport) hostFor(u *url.URL) *hostInfo {
-	var buf [128]byte
-	b := appendHostKey(buf[:0], u.Scheme, u.Host)
-	s := &t.keys[maphash.Bytes(t.seed, b)%keyShards]
-	s.mu.RLock()
-	hi := s.m[string(b)]
-	s.mu.RUnlock()
-	if hi != nil {
+	s := &t.keys[maphash.String(t.seed, u.Host)%keyShards]
+	if hi := (*s.m.Load())[u.Host].find(u.Scheme); hi != nil {
 		return hi
 	}
-	key := string(b)
+	key := HostKey(u)
 	host, port := splitHostPort(strings.ToLower(u.Host))
 	if port == "" {
 		port = key[strings.LastIndexByte(key, ':')+1:]
 	}
-	hi = &hostInfo{key: key, limit: t.cfg.limitFor(host, port)}
+	hi := &hostInfo{scheme: u.Scheme, key: key, limit: t.cfg.limitFor(host, port)}
 	s.mu.Lock()
-	if len(s.m) >= maxKeysPerShard {
-		clear(s.m)
+	defer s.mu.Unlock()
+	old := *s.m.Load()
+	chain := old[u.Host]
+	if prev := chain.find(u.Scheme); prev != nil {
+		return prev
 	}
-	s.m[key] = hi
-	s.mu.Unlock()
+	hi.next = chain
+	var m map[string]*hostInfo
+	if len(old) >= maxKeysPerShard {
+		m = make(map[string]*hostInfo)
+		hi.next = nil
+	} else {
+		m = make(map[string]*hostInfo, len(old)+1)
+		for k, v := range old {
+			m[k] = v
+		}
+	}
+	m[u.Host] = hi
+	s.m.Store(&m)
 	return hi
 }
