@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"runtime/debug"
 	"sync"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Handler receives EZThrottle webhooks. Mount it on any router at the URL
@@ -43,6 +45,7 @@ type Handler struct {
 	verifier *Verifier
 	maxBody  int64
 	logger   *slog.Logger
+	tracing  tracing
 
 	onResult func(context.Context, Result)
 	ctx      context.Context // passed to callbacks; cancelled by Close
@@ -51,7 +54,14 @@ type Handler struct {
 
 	mu     sync.RWMutex // guards closed and sends on queue
 	closed bool
-	queue  chan Result
+	queue  chan queued
+}
+
+// queued is a result waiting for the callback, with the span context of
+// the delivery that brought it.
+type queued struct {
+	res Result
+	sc  trace.SpanContext
 }
 
 // NewHandler returns a Handler configured by opts. Without WithSecret it
@@ -71,6 +81,7 @@ func NewHandler(opts ...Option) (*Handler, error) {
 		maxBody:  c.maxBody,
 		logger:   c.logger,
 		onResult: c.onResult,
+		tracing:  newTracing(c),
 	}
 	if h.store == nil {
 		h.store, h.ownStore = newStore(c), true
@@ -82,7 +93,7 @@ func NewHandler(opts ...Option) (*Handler, error) {
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	if h.onResult != nil {
-		h.queue = make(chan Result, c.queue)
+		h.queue = make(chan queued, c.queue)
 		for range c.workers {
 			h.wg.Add(1)
 			go h.worker()
@@ -137,8 +148,10 @@ func (h *Handler) Close() error {
 }
 
 // ServeHTTP handles one delivery (see Handler).
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
+func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	ctx, span := h.tracing.start(r)
+	w := &statusWriter{ResponseWriter: rw}
+	defer h.tracing.end(span, w)
 	if h.isClosed() {
 		writeError(w, http.StatusServiceUnavailable, "closed", "webhook receiver is shutting down")
 		return
@@ -152,7 +165,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.tooLarge(ctx, w, r)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(rw, r.Body, h.maxBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -189,10 +202,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "closed", "webhook receiver is shutting down")
 		return
 	}
+	h.tracing.result(span, res, added)
 	if added {
 		h.logger.LogAttrs(ctx, slog.LevelDebug, "ezthrottle webhook: result received",
 			slog.String("job_id", res.JobID), slog.String("status", res.Status), slog.Int("status_code", res.StatusCode))
-		h.enqueue(ctx, res)
+		h.enqueue(ctx, res, span.SpanContext())
 	} else {
 		h.logger.LogAttrs(ctx, slog.LevelDebug, "ezthrottle webhook: duplicate delivery ignored", slog.String("job_id", res.JobID))
 	}
@@ -202,6 +216,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) tooLarge(ctx context.Context, w http.ResponseWriter, r *http.Request) {
 	h.logger.LogAttrs(ctx, slog.LevelWarn, "ezthrottle webhook: body too large",
 		slog.Int64("limit_bytes", h.maxBody), slog.String("remote_addr", r.RemoteAddr))
+	if sw, ok := w.(*statusWriter); ok {
+		sw.code = "body_too_large"
+	}
 	// The rest of an oversized body is not read: close the connection.
 	w.Header().Set("Connection", "close")
 	writeJSON(w, http.StatusRequestEntityTooLarge, map[string]any{
@@ -216,7 +233,7 @@ func (h *Handler) isClosed() bool {
 }
 
 // enqueue passes res to the callback workers without ever blocking.
-func (h *Handler) enqueue(ctx context.Context, res Result) {
+func (h *Handler) enqueue(ctx context.Context, res Result, sc trace.SpanContext) {
 	if h.onResult == nil {
 		return
 	}
@@ -226,7 +243,7 @@ func (h *Handler) enqueue(ctx context.Context, res Result) {
 		return
 	}
 	select {
-	case h.queue <- res.clone():
+	case h.queue <- queued{res: res.clone(), sc: sc}:
 	default:
 		h.logger.LogAttrs(ctx, slog.LevelWarn, "ezthrottle webhook: callback queue full; result not passed to the callback (it is still stored)",
 			slog.String("job_id", res.JobID))
@@ -235,23 +252,31 @@ func (h *Handler) enqueue(ctx context.Context, res Result) {
 
 func (h *Handler) worker() {
 	defer h.wg.Done()
-	for res := range h.queue {
-		h.call(res)
+	for q := range h.queue {
+		h.call(q.res, q.sc)
 	}
 }
 
-// call runs the callback, recovering a panic.
-func (h *Handler) call(res Result) {
+// call runs the callback, recovering a panic. The callback's context
+// carries the span context of the delivery, so its spans join that trace.
+func (h *Handler) call(res Result, sc trace.SpanContext) {
 	defer func() {
 		if p := recover(); p != nil {
 			h.logger.LogAttrs(h.ctx, slog.LevelError, "ezthrottle webhook: callback panicked",
 				slog.String("job_id", res.JobID), slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
 		}
 	}()
-	h.onResult(h.ctx, res)
+	ctx := h.ctx
+	if sc.IsValid() {
+		ctx = trace.ContextWithSpanContext(ctx, sc)
+	}
+	h.onResult(ctx, res)
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.code = code
+	}
 	writeJSON(w, status, map[string]string{"error": msg, "code": code})
 }
 

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"log/slog"
 	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults.
@@ -46,6 +49,8 @@ type config struct {
 	onResult           func(context.Context, Result)
 	workers, queue     int
 	store              *Store
+	tracerProvider     trace.TracerProvider
+	propagators        propagation.TextMapPropagator
 }
 
 func newConfig(opts []Option) *config {
@@ -189,4 +194,19 @@ func WithCallbackConcurrency(workers, queue int) Option {
 // NewHandler are ignored in that case.
 func WithStore(s *Store) Option {
 	return func(c *config) { c.store = s }
+}
+
+// WithTracerProvider sets the OpenTelemetry tracer provider of the Handler's
+// spans (default: the global one, otel.GetTracerProvider). See Handler for
+// the span it records.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(c *config) { c.tracerProvider = tp }
+}
+
+// WithPropagators sets the propagators that read trace context from a
+// delivery's headers and from its result's metadata (default: the global
+// ones, otel.GetTextMapPropagator; set propagation.TraceContext{} there or
+// here to read W3C traceparent and tracestate).
+func WithPropagators(p propagation.TextMapPropagator) Option {
+	return func(c *config) { c.propagators = p }
 }
