@@ -264,7 +264,7 @@ func (l *Limiter) enter(ctx context.Context, a ezthrottle.Admission, start time.
 		return g, true, nil
 	case <-ctx.Done():
 		l.abandon(a.Key, g, w)
-		return nil, false, ctx.Err()
+		return nil, false, l.deadlineError(ctx.Err(), a, start)
 	case <-tc:
 		l.abandon(a.Key, g, w)
 		return nil, false, &ezthrottle.ThrottleError{Host: a.Key, Wait: l.clock.Now().Sub(start)}
@@ -360,9 +360,9 @@ func (l *Limiter) serve(ctx context.Context, a ezthrottle.Admission, g *gate, st
 			d, err = parseDecision(v)
 		}
 		if err != nil {
-			if ctx.Err() != nil {
+			if cerr := callerDone(ctx); cerr != nil {
 				l.probeAborted(probe)
-				return nil, ctx.Err(), false
+				return nil, l.deadlineError(cerr, a, start), false
 			}
 			l.failed(err)
 			return nil, err, true
@@ -408,7 +408,7 @@ func (l *Limiter) serve(ctx context.Context, a ezthrottle.Admission, g *gate, st
 		}
 		first = false
 		if err := l.sleep(ctx, g, sleep); err != nil {
-			return nil, err, false
+			return nil, l.deadlineError(err, a, start), false
 		}
 	}
 }
@@ -426,6 +426,31 @@ func (l *Limiter) sleep(ctx context.Context, g *gate, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// callerDone returns the caller's context error, also when its deadline
+// has passed but the context has not noticed yet (a Redis call bounded by
+// that deadline fails with an i/o timeout a moment before ctx.Err() is set):
+// such a failure is the caller's, not Redis's.
+func callerDone(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// deadlineError turns the context's deadline into a *ThrottleError when it
+// is also the admission's deadline (the request waited for its turn until
+// it ran out); any other ctx error is returned as is.
+func (l *Limiter) deadlineError(err error, a ezthrottle.Admission, start time.Time) error {
+	now := l.clock.Now()
+	if errors.Is(err, context.DeadlineExceeded) && !a.Deadline.IsZero() && !now.Before(a.Deadline) {
+		return &ezthrottle.ThrottleError{Host: a.Key, Wait: now.Sub(start), Cause: context.DeadlineExceeded}
+	}
+	return err
 }
 
 // degraded admits a request while Redis is unavailable.
