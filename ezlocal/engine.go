@@ -93,6 +93,7 @@ type Engine struct {
 	hc      *http.Client
 	ownHC   bool
 	handler http.Handler
+	tracing tracing
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -150,6 +151,7 @@ func New(opts ...Option) (*Engine, error) {
 		e.secrets[c] = s
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.tracing = newTracing(cfg)
 	e.handler = e.routes()
 	return e, nil
 }

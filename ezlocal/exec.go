@@ -44,9 +44,15 @@ func failure(region, url, reason string) outcome {
 // run executes a job from start to settlement. It runs in its own goroutine
 // tracked by Close.
 func (e *Engine) run(j *job) {
-	ctx := e.ctx
+	ctx, span := e.tracing.startJob(e.ctx, j)
 	spec := j.spec
 	defer close(j.settled)
+	defer func() {
+		e.mu.Lock()
+		ok, reason := j.status == ezclient.StatusCompleted, j.reason
+		e.mu.Unlock()
+		e.tracing.endJob(span, j, ok, reason)
+	}()
 
 	if !spec.RetryAt.IsZero() {
 		if d := spec.RetryAt.Sub(e.now()); d > 0 {
@@ -470,8 +476,10 @@ func (e *Engine) attempt(ctx context.Context, j *job, node *ezclient.Job, region
 	if req.Header.Get("User-Agent") == "" {
 		req.Header.Set("User-Agent", userAgent)
 	}
+	req, span := e.tracing.startClient(req, "", j, region, n)
 	resp, err := e.hc.Do(req)
 	if err != nil {
+		endClient(span, 0, err)
 		release(nil)
 		reason := err.Error()
 		if ctx.Err() != nil {
@@ -483,6 +491,7 @@ func (e *Engine) attempt(ctx context.Context, j *job, node *ezclient.Job, region
 	b, rerr := io.ReadAll(io.LimitReader(resp.Body, e.cfg.maxResponse))
 	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
 	_ = resp.Body.Close()
+	endClient(span, resp.StatusCode, nil)
 	if change := release(resp.Header); change != "" {
 		e.event(j, Event{Type: EventPaceChanged, Region: region, URL: node.URL, Detail: change})
 	}

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
 )
 
@@ -143,6 +146,8 @@ type config struct {
 	admissionLimit   int
 	admissionRetryIn time.Duration
 	eventHook        func(jobID string, ev Event)
+	tracerProvider   trace.TracerProvider
+	propagators      propagation.TextMapPropagator
 	errs             []error
 }
 
@@ -219,6 +224,26 @@ func WithLogger(l *slog.Logger) Option {
 // the engine's job methods for the same job.
 func WithEventHook(f func(jobID string, ev Event)) Option {
 	return func(c *config) { c.eventHook = f }
+}
+
+// WithTracerProvider sets the OpenTelemetry tracer provider of the engine's
+// spans (default: the global one, otel.GetTracerProvider). The engine
+// continues the trace a job was submitted with: it reads the trace context
+// from the job's metadata (traceparent, tracestate, as the ezthrottle
+// Transport writes them), else from its request headers, and records a
+// SpanJob span for the execution with one client span per attempt (named
+// after the method) and per webhook delivery (SpanWebhook). Each attempt and
+// delivery carries its span's context in its headers, so the destination and
+// the webhook receiver continue the same trace.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(c *config) { c.tracerProvider = tp }
+}
+
+// WithPropagators sets the propagators the engine reads and writes trace
+// context with (default: the global ones, otel.GetTextMapPropagator; use
+// propagation.TraceContext{} for W3C traceparent and tracestate).
+func WithPropagators(p propagation.TextMapPropagator) Option {
+	return func(c *config) { c.propagators = p }
 }
 
 // WithAPIKey adds an accepted API key belonging to customerID. The first

@@ -138,7 +138,7 @@ func (e *Engine) deliver(ctx context.Context, j *job, h ezclient.Webhook, body [
 		if region == "" {
 			reason = "every region of the webhook is down"
 		} else {
-			code, reason = e.post(ctx, j, h.URL, region, body)
+			code, reason = e.post(ctx, j, h.URL, region, n, body)
 			if code >= 200 && code < 300 {
 				e.event(j, Event{Type: EventWebhookDelivered, URL: h.URL, Region: region, Attempt: n, StatusCode: code})
 				return true
@@ -162,7 +162,7 @@ func (e *Engine) deliver(ctx context.Context, j *job, h ezclient.Webhook, body [
 
 // post makes one delivery attempt, signed when the job's Cloud customer has
 // a webhook secret.
-func (e *Engine) post(ctx context.Context, j *job, target, region string, body []byte) (int, string) {
+func (e *Engine) post(ctx context.Context, j *job, target, region string, attempt int, body []byte) (int, string) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return 0, "bad webhook URL: " + err.Error()
@@ -176,12 +176,15 @@ func (e *Engine) post(ctx context.Context, j *job, target, region string, body [
 			req.Header.Set(webhook.SignatureHeader, webhook.Sign(s.primary, e.now(), body))
 		}
 	}
+	req, span := e.tracing.startClient(req, SpanWebhook, j, region, attempt)
 	resp, err := e.hc.Do(req)
 	if err != nil {
+		endClient(span, 0, err)
 		return 0, err.Error()
 	}
 	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
 	_ = resp.Body.Close()
+	endClient(span, resp.StatusCode, nil)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return resp.StatusCode, fmt.Sprintf("webhook answered %d", resp.StatusCode)
 	}
