@@ -1,0 +1,720 @@
+package ezthrottle
+
+import (
+	"context"
+	"errors"
+	"math"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/ezthrottle/ezthrottle-go/ezclient"
+)
+
+// InstrumentationName is the name of the OpenTelemetry tracer and meter of
+// the Transport (the instrumentation scope of its spans and metrics).
+const InstrumentationName = "github.com/ezthrottle/ezthrottle-go"
+
+// Names of the spans the Transport starts. Both are children of the
+// request's span: the active span of the request context, or the
+// Transport's own span with WithRequestSpan.
+const (
+	// SpanThrottle covers the wait for the host's turn (the Limiter's
+	// Acquire). Its duration is the throttle wait.
+	SpanThrottle = "ezthrottle.throttle"
+	// SpanSubmit covers the submission of a forwarded request to the
+	// engine (the Submitter's Submit). The forwarded job carries its span
+	// context (see WithPropagators).
+	SpanSubmit = "ezthrottle.submit"
+)
+
+// Names of the Transport's metrics.
+const (
+	// MetricRequests counts the requests the Transport handled, by
+	// AttrOutcome (and AttrForwardReason for forwarded and forward_failed).
+	// Unit {request}.
+	MetricRequests = "ezthrottle.requests"
+	// MetricThrottleWait is a histogram of the throttle wait in seconds, by
+	// AttrThrottleAdmitted (true: the request got its turn).
+	MetricThrottleWait = "ezthrottle.throttle.wait"
+	// MetricHostRate is an observable gauge of the pace in force per host
+	// (learned from headers or configured), in requests per second. Unpaced
+	// hosts are not reported.
+	MetricHostRate = "ezthrottle.host.rate"
+	// MetricHostMaxInFlight is an observable gauge of the cap on requests in
+	// flight per host. Uncapped hosts are not reported.
+	MetricHostMaxInFlight = "ezthrottle.host.max_in_flight"
+)
+
+// Attribute keys set by the Transport on spans and metrics (besides the
+// OpenTelemetry HTTP client semantic conventions on its own span).
+const (
+	// AttrHost is the host key, e.g. "https://api.stripe.com:443".
+	AttrHost = attribute.Key("ezthrottle.host")
+	// AttrOutcome is the request's Outcome.
+	AttrOutcome = attribute.Key("ezthrottle.outcome")
+	// AttrThrottleWait is the throttle wait, in seconds.
+	AttrThrottleWait = attribute.Key("ezthrottle.throttle.wait")
+	// AttrThrottleAdmitted reports whether the request got its turn.
+	AttrThrottleAdmitted = attribute.Key("ezthrottle.throttle.admitted")
+	// AttrLimitRate and AttrLimitMaxInFlight are the host's configured
+	// limit (learned values may override it in the limiter).
+	AttrLimitRate        = attribute.Key("ezthrottle.limit.rate")
+	AttrLimitMaxInFlight = attribute.Key("ezthrottle.limit.max_in_flight")
+	// AttrForwarded reports whether the request became a job (false: the
+	// forwarding was attempted and failed).
+	AttrForwarded = attribute.Key("ezthrottle.forwarded")
+	// AttrForwardReason is the ForwardReason.
+	AttrForwardReason = attribute.Key("ezthrottle.forward.reason")
+	// AttrUpstreamStatus is the upstream status that caused the
+	// forwarding (ReasonStatus).
+	AttrUpstreamStatus = attribute.Key("ezthrottle.forward.upstream_status_code")
+	// AttrJobID is the forwarded job's ID.
+	AttrJobID = attribute.Key("ezthrottle.job.id")
+	// AttrIdempotentKey is the forwarded job's idempotent key.
+	AttrIdempotentKey = attribute.Key("ezthrottle.job.idempotent_key")
+)
+
+// Outcome is what happened to a request, as counted by MetricRequests.
+type Outcome string
+
+// Outcomes of a request.
+const (
+	// OutcomePassed: the request was sent upstream and its response was
+	// returned as is.
+	OutcomePassed Outcome = "passed"
+	// OutcomeForwarded: the request became an EZThrottle job.
+	OutcomeForwarded Outcome = "forwarded"
+	// OutcomeRejected: the request did not get its turn (a *ThrottleError,
+	// or its context ended while it waited) and was not forwarded.
+	OutcomeRejected Outcome = "rejected"
+	// OutcomeForwardFailed: forwarding was attempted and failed; the caller
+	// received the original outcome.
+	OutcomeForwardFailed Outcome = "forward_failed"
+	// OutcomeError: the upstream round trip failed and was not forwarded.
+	OutcomeError Outcome = "error"
+)
+
+// DefaultSensitiveHeaders are the request headers whose values the
+// Transport scrubs from every error string, log line and span attribute
+// it produces (it never records header values to begin with). Add more
+// with WithSensitiveHeaders.
+func DefaultSensitiveHeaders() []string {
+	return []string{"Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie", "X-Api-Key", "Api-Key",
+		"X-Auth-Token", "X-Access-Token", "X-Ezthrottle-Signature"}
+}
+
+// DefaultSensitiveQueryParams are the query parameters whose values are
+// replaced by "REDACTED" in url.full (the semantic conventions' list, plus
+// common API-key parameters), and scrubbed from error strings. Matching is
+// case-insensitive. Add more with WithSensitiveQueryParams.
+func DefaultSensitiveQueryParams() []string {
+	return []string{"AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature", "X-Amz-Signature",
+		"X-Amz-Credential", "X-Amz-Security-Token", "api_key", "apikey", "api-key", "key", "token",
+		"access_token", "secret", "client_secret", "password"}
+}
+
+// redacted replaces sensitive values.
+const redacted = "REDACTED"
+
+// telemetryConfig is the observability part of a Transport's configuration.
+type telemetryConfig struct {
+	tp               trace.TracerProvider
+	mp               metric.MeterProvider
+	prop             propagation.TextMapPropagator
+	requestSpan      bool
+	noHostAttr       bool
+	sensitiveHeaders []string
+	sensitiveParams  []string
+}
+
+// outcome slots of the precomputed counter attribute sets: passed,
+// rejected, error, then forwarded and forward_failed by reason (the four
+// reasons and "unknown").
+const (
+	slotForwarded     = 3
+	slotForwardFailed = slotForwarded + len(forwardReasons) + 1
+	outcomeSlots      = slotForwardFailed + len(forwardReasons) + 1
+)
+
+var forwardReasons = [...]ForwardReason{ReasonStatus, ReasonNetworkError, ReasonOverflow, ReasonAutoForward}
+
+func outcomeSlot(o Outcome, r ForwardReason) int {
+	switch o {
+	case OutcomePassed:
+		return 0
+	case OutcomeRejected:
+		return 1
+	case OutcomeError:
+		return 2
+	}
+	i := slices.Index(forwardReasons[:], r)
+	if i < 0 {
+		i = len(forwardReasons)
+	}
+	if o == OutcomeForwarded {
+		return slotForwarded + i
+	}
+	return slotForwardFailed + i
+}
+
+// telemetry holds a Transport's tracer, instruments and redaction rules.
+// Attribute sets are precomputed so that counting costs no allocation.
+type telemetry struct {
+	tracer      trace.Tracer
+	meter       metric.Meter
+	prop        propagation.TextMapPropagator
+	clock       Clock
+	requestSpan bool
+	hostAttr    bool
+
+	requests   metric.Int64Counter
+	wait       metric.Float64Histogram
+	rateGauge  metric.Float64ObservableGauge
+	slotsGauge metric.Int64ObservableGauge
+
+	outcomes             [outcomeSlots]metric.AddOption
+	waitOK, waitRejected metric.RecordOption
+
+	sensHeaders []string        // canonical names
+	sensParams  map[string]bool // lower-cased names
+}
+
+func newTelemetry(c telemetryConfig, clock Clock) *telemetry {
+	tp, mp, prop := c.tp, c.mp, c.prop
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	if prop == nil {
+		prop = otel.GetTextMapPropagator()
+	}
+	tm := &telemetry{
+		tracer: tp.Tracer(InstrumentationName, trace.WithInstrumentationVersion(ezclient.Version),
+			trace.WithSchemaURL(semconv.SchemaURL)),
+		meter: mp.Meter(InstrumentationName, metric.WithInstrumentationVersion(ezclient.Version),
+			metric.WithSchemaURL(semconv.SchemaURL)),
+		prop:        prop,
+		clock:       clock,
+		requestSpan: c.requestSpan,
+		hostAttr:    !c.noHostAttr,
+		sensParams:  map[string]bool{},
+	}
+	noop := metricnoop.Meter{}
+	var err error
+	if tm.requests, err = tm.meter.Int64Counter(MetricRequests, metric.WithUnit("{request}"),
+		metric.WithDescription("Requests handled by the ezthrottle Transport, by outcome.")); err != nil || tm.requests == nil {
+		tm.requests, _ = noop.Int64Counter(MetricRequests)
+	}
+	if tm.wait, err = tm.meter.Float64Histogram(MetricThrottleWait, metric.WithUnit("s"),
+		metric.WithDescription("Time requests waited for their host's turn."),
+		metric.WithExplicitBucketBoundaries(0, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)); err != nil || tm.wait == nil {
+		tm.wait, _ = noop.Float64Histogram(MetricThrottleWait)
+	}
+	if tm.rateGauge, err = tm.meter.Float64ObservableGauge(MetricHostRate, metric.WithUnit("{request}/s"),
+		metric.WithDescription("Pace in force per destination host.")); err != nil || tm.rateGauge == nil {
+		tm.rateGauge, _ = noop.Float64ObservableGauge(MetricHostRate)
+	}
+	if tm.slotsGauge, err = tm.meter.Int64ObservableGauge(MetricHostMaxInFlight, metric.WithUnit("{request}"),
+		metric.WithDescription("Cap on requests in flight per destination host.")); err != nil || tm.slotsGauge == nil {
+		tm.slotsGauge, _ = noop.Int64ObservableGauge(MetricHostMaxInFlight)
+	}
+	for i := range tm.outcomes {
+		var kv []attribute.KeyValue
+		switch {
+		case i == 0:
+			kv = []attribute.KeyValue{AttrOutcome.String(string(OutcomePassed))}
+		case i == 1:
+			kv = []attribute.KeyValue{AttrOutcome.String(string(OutcomeRejected))}
+		case i == 2:
+			kv = []attribute.KeyValue{AttrOutcome.String(string(OutcomeError))}
+		default:
+			o, j := OutcomeForwarded, i-slotForwarded
+			if i >= slotForwardFailed {
+				o, j = OutcomeForwardFailed, i-slotForwardFailed
+			}
+			kv = []attribute.KeyValue{AttrOutcome.String(string(o))}
+			if j < len(forwardReasons) {
+				kv = append(kv, AttrForwardReason.String(string(forwardReasons[j])))
+			}
+		}
+		tm.outcomes[i] = metric.WithAttributeSet(attribute.NewSet(kv...))
+	}
+	tm.waitOK = metric.WithAttributeSet(attribute.NewSet(AttrThrottleAdmitted.Bool(true)))
+	tm.waitRejected = metric.WithAttributeSet(attribute.NewSet(AttrThrottleAdmitted.Bool(false)))
+	for _, h := range append(DefaultSensitiveHeaders(), c.sensitiveHeaders...) {
+		if ch := http.CanonicalHeaderKey(strings.TrimSpace(h)); ch != "" && !slices.Contains(tm.sensHeaders, ch) {
+			tm.sensHeaders = append(tm.sensHeaders, ch)
+		}
+	}
+	for _, p := range append(DefaultSensitiveQueryParams(), c.sensitiveParams...) {
+		if p = strings.TrimSpace(p); p != "" {
+			tm.sensParams[strings.ToLower(p)] = true
+		}
+	}
+	return tm
+}
+
+// reqTel is the telemetry state of one request (on the RoundTrip stack).
+type reqTel struct {
+	span     trace.Span // the span annotated: the Transport's own, or the active one
+	rec      bool       // span is recording
+	own      bool       // span was started by the Transport
+	admitted bool
+	outcome  Outcome
+	reason   ForwardReason
+}
+
+// begin returns the state of a request annotating the active span of ctx.
+func (tm *telemetry) begin(ctx context.Context) reqTel {
+	sp := trace.SpanFromContext(ctx)
+	return reqTel{span: sp, rec: sp.IsRecording()}
+}
+
+// startRequest starts the Transport's own client span for req
+// (WithRequestSpan). It returns a shallow copy of req carrying the span in
+// its context and, when the propagators inject anything, a copy of its
+// header with the span context injected.
+func (tm *telemetry) startRequest(req *http.Request) (*http.Request, reqTel) {
+	ctx := req.Context()
+	name, method, orig := methodAttrs(req.Method)
+	attrs := make([]attribute.KeyValue, 0, 5)
+	attrs = append(attrs, method)
+	if orig.Valid() {
+		attrs = append(attrs, orig)
+	}
+	host, port := serverHostPort(req.URL)
+	attrs = append(attrs, semconv.URLFull(tm.redactURL(req.URL)), semconv.ServerAddress(host))
+	if port > 0 {
+		attrs = append(attrs, semconv.ServerPort(port))
+	}
+	ctx, span := tm.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithTimestamp(tm.clock.Now()), trace.WithAttributes(attrs...))
+	out := req.WithContext(ctx)
+	if span.SpanContext().IsValid() && len(tm.prop.Fields()) > 0 {
+		out.Header = req.Header.Clone()
+		if out.Header == nil {
+			out.Header = http.Header{}
+		}
+		tm.prop.Inject(ctx, propagation.HeaderCarrier(out.Header))
+	}
+	return out, reqTel{span: span, rec: span.IsRecording(), own: true}
+}
+
+// throttleTel is the telemetry state of one throttle wait.
+type throttleTel struct {
+	span  trace.Span
+	start time.Time
+	timed bool
+}
+
+// throttleBegin starts timing the throttle wait when anything records it,
+// and the SpanThrottle child span when the request's span records. The
+// returned context is for the Limiter only.
+func (tm *telemetry) throttleBegin(ctx context.Context, rt *reqTel, hi *hostInfo) (context.Context, throttleTel) {
+	var th throttleTel
+	if !rt.rec && !tm.wait.Enabled(ctx) {
+		return ctx, th
+	}
+	th.timed, th.start = true, tm.clock.Now()
+	if rt.rec {
+		attrs := make([]attribute.KeyValue, 0, 3)
+		attrs = append(attrs, AttrHost.String(hi.key))
+		if r := hi.limit.Rate; !math.IsInf(r, 1) {
+			attrs = append(attrs, AttrLimitRate.Float64(r))
+		}
+		if hi.limit.MaxInFlight > 0 {
+			attrs = append(attrs, AttrLimitMaxInFlight.Int(hi.limit.MaxInFlight))
+		}
+		ctx, th.span = tm.tracer.Start(ctx, SpanThrottle, trace.WithTimestamp(th.start), trace.WithAttributes(attrs...))
+	}
+	return ctx, th
+}
+
+// throttleEnd records the end of the throttle wait (err is the Limiter's).
+func (tm *telemetry) throttleEnd(ctx context.Context, rt *reqTel, th *throttleTel, hi *hostInfo, err error) {
+	rt.admitted = err == nil
+	if !th.timed {
+		return
+	}
+	now := tm.clock.Now()
+	secs := max(now.Sub(th.start), 0).Seconds()
+	opt := tm.waitOK
+	if err != nil {
+		opt = tm.waitRejected
+	}
+	tm.wait.Record(ctx, secs, opt)
+	if th.span != nil {
+		th.span.SetAttributes(AttrThrottleWait.Float64(secs), AttrThrottleAdmitted.Bool(err == nil))
+		if err != nil {
+			th.span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
+			th.span.SetStatus(codes.Error, err.Error()) // host key and durations only
+		}
+		th.span.End(trace.WithTimestamp(now))
+	}
+	if rt.rec {
+		rt.span.SetAttributes(AttrHost.String(hi.key), AttrThrottleWait.Float64(secs))
+	}
+}
+
+// submitBegin starts the SpanSubmit child span when the request's span
+// records. The returned context is the one to submit (and propagate) with.
+func (tm *telemetry) submitBegin(ctx context.Context, rt *reqTel, hi *hostInfo, reason ForwardReason, status int) (context.Context, trace.Span) {
+	if rt == nil || !rt.rec {
+		return ctx, nil
+	}
+	attrs := make([]attribute.KeyValue, 0, 3)
+	attrs = append(attrs, AttrHost.String(hi.key), AttrForwardReason.String(string(reason)))
+	if status != 0 {
+		attrs = append(attrs, AttrUpstreamStatus.Int(status))
+	}
+	return tm.tracer.Start(ctx, SpanSubmit, trace.WithTimestamp(tm.clock.Now()), trace.WithAttributes(attrs...))
+}
+
+// submitEnd ends the SpanSubmit span. err must already be redacted.
+func (tm *telemetry) submitEnd(span trace.Span, info *ForwardInfo, err error) {
+	if span == nil {
+		return
+	}
+	if err != nil {
+		span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
+		span.SetStatus(codes.Error, err.Error())
+	} else if info != nil {
+		span.SetAttributes(AttrJobID.String(info.Submission.JobID))
+		if info.Submission.IdempotentKey != "" {
+			span.SetAttributes(AttrIdempotentKey.String(info.Submission.IdempotentKey))
+		}
+	}
+	span.End(trace.WithTimestamp(tm.clock.Now()))
+}
+
+// inject writes the span context of ctx (as the propagators encode it:
+// W3C traceparent and tracestate with propagation.TraceContext) into the
+// job's headers, so the engine's call continues the trace, and, when
+// metadata is true, into its metadata, so the webhook can link to it.
+// Existing entries of the same names (in any case) are replaced.
+func (tm *telemetry) inject(ctx context.Context, job *ezclient.Job, metadata bool) {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return
+	}
+	carrier := propagation.MapCarrier{}
+	tm.prop.Inject(ctx, carrier)
+	if len(carrier) == 0 {
+		return
+	}
+	if job.Headers == nil {
+		job.Headers = make(map[string]string, len(carrier))
+	}
+	for k, v := range carrier {
+		for hk := range job.Headers {
+			if strings.EqualFold(hk, k) {
+				delete(job.Headers, hk)
+			}
+		}
+		job.Headers[k] = v
+		if metadata {
+			if job.Metadata == nil {
+				job.Metadata = make(map[string]any, len(carrier))
+			}
+			job.Metadata[k] = v
+		}
+	}
+}
+
+// forwarded records a successful forward on the request's span.
+func (tm *telemetry) forwarded(rt *reqTel, info *ForwardInfo) {
+	if rt == nil {
+		return
+	}
+	rt.outcome, rt.reason = OutcomeForwarded, info.Reason
+	if !rt.rec {
+		return
+	}
+	rt.span.SetAttributes(AttrForwarded.Bool(true), AttrForwardReason.String(string(info.Reason)),
+		AttrJobID.String(info.Submission.JobID))
+	if info.Submission.IdempotentKey != "" {
+		rt.span.SetAttributes(AttrIdempotentKey.String(info.Submission.IdempotentKey))
+	}
+	if info.UpstreamStatus != 0 {
+		rt.span.SetAttributes(AttrUpstreamStatus.Int(info.UpstreamStatus))
+	}
+}
+
+// forwardFailed records a failed forward on the request's span. err must
+// already be redacted.
+func (tm *telemetry) forwardFailed(rt *reqTel, err error) {
+	if rt == nil {
+		return
+	}
+	var reason ForwardReason
+	var ffe *ForwardFailedError
+	if errors.As(err, &ffe) {
+		reason = ffe.Reason
+	}
+	rt.outcome, rt.reason = OutcomeForwardFailed, reason
+	if !rt.rec {
+		return
+	}
+	rt.span.SetAttributes(AttrForwarded.Bool(false), AttrForwardReason.String(string(reason)))
+	rt.span.AddEvent("ezthrottle.forward_failed", trace.WithAttributes(
+		semconv.ErrorTypeKey.String(errorType(err)), semconv.ExceptionMessage(err.Error())))
+}
+
+// finish counts the request's outcome and ends the Transport's own span.
+func (tm *telemetry) finish(ctx context.Context, req *http.Request, rt *reqTel, resp *http.Response, err error) {
+	o := rt.outcome
+	if o == "" {
+		switch {
+		case !rt.admitted:
+			o = OutcomeRejected
+		case err != nil:
+			o = OutcomeError
+		default:
+			o = OutcomePassed
+		}
+	}
+	tm.requests.Add(ctx, 1, tm.outcomes[outcomeSlot(o, rt.reason)])
+	if !rt.rec {
+		if rt.own {
+			rt.span.End()
+		}
+		return
+	}
+	rt.span.SetAttributes(AttrOutcome.String(string(o)))
+	if !rt.own {
+		return
+	}
+	var fe *ForwardedError
+	switch {
+	case err != nil && !errors.As(err, &fe):
+		rt.span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
+		rt.span.SetStatus(codes.Error, scrub(err.Error(), tm.secretsOf(req)))
+	case resp != nil:
+		rt.span.SetAttributes(semconv.HTTPResponseStatusCode(resp.StatusCode))
+		if resp.StatusCode >= 400 {
+			rt.span.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(resp.StatusCode)))
+			rt.span.SetStatus(codes.Error, "")
+		}
+	}
+	rt.span.End(trace.WithTimestamp(tm.clock.Now()))
+}
+
+// redact returns err, wrapped so that its message carries none of req's
+// sensitive values when it would.
+func (tm *telemetry) redact(req *http.Request, err error) error {
+	if err == nil {
+		return nil
+	}
+	secrets := tm.secretsOf(req)
+	if len(secrets) == 0 {
+		return err
+	}
+	msg := err.Error()
+	for _, s := range secrets {
+		if strings.Contains(msg, s) {
+			return &redactedError{err: err, secrets: secrets}
+		}
+	}
+	return err
+}
+
+// redactedError hides sensitive values from the message of the error it
+// wraps; errors.Is and errors.As see the wrapped error.
+type redactedError struct {
+	err     error
+	secrets []string
+}
+
+func (e *redactedError) Error() string { return scrub(e.err.Error(), e.secrets) }
+
+func (e *redactedError) Unwrap() error { return e.err }
+
+// secretsOf returns the sensitive values of a request: its sensitive
+// headers (also the credentials after an auth scheme, as in "Bearer
+// <token>"), the URL's user info and its sensitive query values.
+func (tm *telemetry) secretsOf(req *http.Request) []string {
+	if req == nil {
+		return nil
+	}
+	var out []string
+	for _, name := range tm.sensHeaders {
+		for _, v := range req.Header.Values(name) {
+			out = appendSecret(out, v)
+		}
+	}
+	if u := req.URL; u != nil {
+		if u.User != nil {
+			out = appendSecret(out, u.User.Username())
+			if p, ok := u.User.Password(); ok {
+				out = appendSecret(out, p)
+			}
+		}
+		if u.RawQuery != "" {
+			for k, vs := range u.Query() {
+				if tm.sensParams[strings.ToLower(k)] {
+					for _, v := range vs {
+						out = appendSecret(out, v)
+					}
+				}
+			}
+		}
+	}
+	// Longest first, so a value is not half-replaced by one of its parts.
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out
+}
+
+// minSecretLen is the shortest value scrubbed (shorter ones would match
+// ordinary text).
+const minSecretLen = 4
+
+func appendSecret(out []string, v string) []string {
+	v = strings.TrimSpace(v)
+	if len(v) >= minSecretLen && !slices.Contains(out, v) {
+		out = append(out, v)
+	}
+	if i := strings.LastIndexByte(v, ' '); i >= 0 {
+		if cred := strings.TrimSpace(v[i+1:]); len(cred) >= minSecretLen && !slices.Contains(out, cred) {
+			out = append(out, cred)
+		}
+	}
+	// Query values also travel URL-encoded.
+	if e := url.QueryEscape(v); e != v && len(v) >= minSecretLen && !slices.Contains(out, e) {
+		out = append(out, e)
+	}
+	return out
+}
+
+// scrub replaces every secret in s.
+func scrub(s string, secrets []string) string {
+	for _, x := range secrets {
+		if x != "" {
+			s = strings.ReplaceAll(s, x, redacted)
+		}
+	}
+	return s
+}
+
+// redactURL renders u for url.full as the semantic conventions ask: user
+// info replaced by REDACTED:REDACTED, the values of sensitive query
+// parameters by REDACTED (their names kept), no fragment.
+func (tm *telemetry) redactURL(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	cp := *u
+	cp.Fragment, cp.RawFragment = "", ""
+	if cp.User != nil {
+		cp.User = url.UserPassword(redacted, redacted)
+	}
+	if cp.RawQuery != "" {
+		parts := strings.Split(cp.RawQuery, "&")
+		changed := false
+		for i, p := range parts {
+			name, _, hasValue := strings.Cut(p, "=")
+			if n, err := url.QueryUnescape(name); err == nil {
+				name = n
+			}
+			if hasValue && tm.sensParams[strings.ToLower(name)] {
+				parts[i] = p[:strings.IndexByte(p, '=')+1] + redacted
+				changed = true
+			}
+		}
+		if changed {
+			cp.RawQuery = strings.Join(parts, "&")
+		}
+	}
+	return cp.String()
+}
+
+// methodAttrs returns the span name and the http.request.method (and
+// http.request.method_original) attributes of a method.
+func methodAttrs(m string) (name string, method, orig attribute.KeyValue) {
+	if m == "" {
+		m = http.MethodGet
+	}
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return m, semconv.HTTPRequestMethodKey.String(m), attribute.KeyValue{}
+	}
+	if u := strings.ToUpper(m); u != m {
+		switch u {
+		case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+			http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+			return u, semconv.HTTPRequestMethodKey.String(u), semconv.HTTPRequestMethodOriginal(m)
+		}
+	}
+	return "HTTP", semconv.HTTPRequestMethodOther, semconv.HTTPRequestMethodOriginal(m)
+}
+
+// serverHostPort returns server.address and server.port of a URL (the
+// scheme's default port when it has none).
+func serverHostPort(u *url.URL) (string, int) {
+	if u == nil {
+		return "", 0
+	}
+	host, port := splitHostPort(u.Host)
+	if p, err := strconv.Atoi(port); err == nil && p > 0 {
+		return host, p
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+		return host, 443
+	case "http":
+		return host, 80
+	}
+	return host, 0
+}
+
+// errorType is the error.type of a Transport error: "throttled" for a
+// *ThrottleError, "timeout" and "canceled" for context errors, else the
+// semantic conventions' type name of the (first joined) error.
+func errorType(err error) string {
+	var te *ThrottleError
+	switch {
+	case errors.As(err, &te):
+		return "throttled"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	}
+	var ffe *ForwardFailedError
+	if errors.As(err, &ffe) {
+		if errors.Is(ffe.Err, ErrUnsafeReplay) || errors.Is(ffe.Err, ErrBodyTooLarge) ||
+			errors.Is(ffe.Err, ErrBodyNotUTF8) || errors.Is(ffe.Err, ErrBodyNotReplayable) {
+			return "forward_not_possible"
+		}
+		return "forward_failed"
+	}
+	for {
+		j, ok := err.(interface{ Unwrap() []error })
+		if !ok {
+			break
+		}
+		errs := j.Unwrap()
+		if len(errs) == 0 {
+			break
+		}
+		err = errs[0]
+	}
+	if re, ok := err.(*redactedError); ok {
+		err = re.err
+	}
+	return semconv.ErrorType(err).Value.AsString()
+}
