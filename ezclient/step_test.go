@@ -31,7 +31,7 @@ var updateStepGolden = flag.Bool("update-step-golden", false, "rewrite testdata/
 // ---------------------------------------------------------------------------
 // Fake Cloud proxy + engine (protocol §1.1, §1.3).
 
-type fakeCloud struct {
+type stepCloud struct {
 	t   *testing.T
 	srv *httptest.Server
 
@@ -45,30 +45,30 @@ type fakeCloud struct {
 	proxyBody   string
 }
 
-func newFakeCloud(t *testing.T) *fakeCloud {
+func newStepCloud(t *testing.T) *stepCloud {
 	t.Helper()
-	f := &fakeCloud{t: t, byKey: map[string]string{}}
+	f := &stepCloud{t: t, byKey: map[string]string{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
 	return f
 }
 
 const (
-	testAPIKey    = "sk-test-0123456789"
-	testEngineURL = "https://engine.test"
+	stepAPIKey    = "sk-test-0123456789"
+	stepEngineURL = "https://engine.test"
 )
 
-func (f *fakeCloud) serve(w http.ResponseWriter, r *http.Request) {
+func (f *stepCloud) serve(w http.ResponseWriter, r *http.Request) {
 	assert.Equal(f.t, "/api/v1/proxy", r.URL.Path)
 	assert.Equal(f.t, http.MethodPost, r.Method)
-	assert.Equal(f.t, "Bearer "+testAPIKey, r.Header.Get("Authorization"))
+	assert.Equal(f.t, "Bearer "+stepAPIKey, r.Header.Get("Authorization"))
 	var env proxyEnvelope
 	if !assert.NoError(f.t, json.NewDecoder(r.Body).Decode(&env)) {
 		http.Error(w, "bad envelope", http.StatusBadRequest)
 		return
 	}
 	assert.Equal(f.t, "customer", env.Scope)
-	assert.Equal(f.t, testEngineURL+"/api/v1/jobs", env.TargetURL)
+	assert.Equal(f.t, stepEngineURL+"/api/v1/jobs", env.TargetURL)
 	assert.Equal(f.t, http.MethodPost, env.Method)
 
 	f.mu.Lock()
@@ -114,7 +114,7 @@ func (f *fakeCloud) serve(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (f *fakeCloud) received() []string {
+func (f *stepCloud) received() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]string(nil), f.jobs...)
@@ -126,7 +126,7 @@ func (f *fakeCloud) received() []string {
 // hosts starting with "down" with a network error, and checks that every response body
 // is closed.
 
-type localTarget struct {
+type stepTarget struct {
 	t  *testing.T
 	mu sync.Mutex
 
@@ -137,8 +137,8 @@ type localTarget struct {
 	mux        *http.ServeMux
 }
 
-func newLocalTarget(t *testing.T) *localTarget {
-	lt := &localTarget{t: t, hits: map[string]int{}, bodies: map[string][]string{}, mux: http.NewServeMux()}
+func newStepTarget(t *testing.T) *stepTarget {
+	lt := &stepTarget{t: t, hits: map[string]int{}, bodies: map[string][]string{}, mux: http.NewServeMux()}
 	lt.mux.HandleFunc("/status/{code}", func(w http.ResponseWriter, r *http.Request) {
 		code, err := strconv.Atoi(r.PathValue("code"))
 		require.NoError(t, err)
@@ -160,7 +160,7 @@ func newLocalTarget(t *testing.T) *localTarget {
 	return lt
 }
 
-func (lt *localTarget) RoundTrip(req *http.Request) (*http.Response, error) {
+func (lt *stepTarget) RoundTrip(req *http.Request) (*http.Response, error) {
 	var body []byte
 	if req.Body != nil {
 		body, _ = io.ReadAll(req.Body)
@@ -187,17 +187,17 @@ func (lt *localTarget) RoundTrip(req *http.Request) (*http.Response, error) {
 	lt.mu.Lock()
 	lt.open++
 	lt.mu.Unlock()
-	resp.Body = &closeCounter{ReadCloser: resp.Body, lt: lt}
+	resp.Body = &stepCloseCounter{ReadCloser: resp.Body, lt: lt}
 	return resp, nil
 }
 
-type closeCounter struct {
+type stepCloseCounter struct {
 	io.ReadCloser
-	lt   *localTarget
+	lt   *stepTarget
 	once sync.Once
 }
 
-func (c *closeCounter) Close() error {
+func (c *stepCloseCounter) Close() error {
 	c.once.Do(func() {
 		c.lt.mu.Lock()
 		c.lt.open--
@@ -206,13 +206,13 @@ func (c *closeCounter) Close() error {
 	return c.ReadCloser.Close()
 }
 
-func (lt *localTarget) hit(method, hostPath string) int {
+func (lt *stepTarget) hit(method, hostPath string) int {
 	lt.mu.Lock()
 	defer lt.mu.Unlock()
 	return lt.hits[method+" "+hostPath]
 }
 
-func (lt *localTarget) total() int {
+func (lt *stepTarget) total() int {
 	lt.mu.Lock()
 	defer lt.mu.Unlock()
 	n := 0
@@ -222,7 +222,7 @@ func (lt *localTarget) total() int {
 	return n
 }
 
-func (lt *localTarget) allSuppressed() bool {
+func (lt *stepTarget) allSuppressed() bool {
 	lt.mu.Lock()
 	defer lt.mu.Unlock()
 	for _, s := range lt.suppressed {
@@ -235,10 +235,10 @@ func (lt *localTarget) allSuppressed() bool {
 
 // newStepClient returns a Cloud client talking to fc, executing local
 // requests through lt, without retries.
-func newStepClient(t *testing.T, fc *fakeCloud, lt *localTarget, extra ...Option) *Client {
+func newStepClient(t *testing.T, fc *stepCloud, lt *stepTarget, extra ...Option) *Client {
 	t.Helper()
 	opts := []Option{
-		WithAPIKey(testAPIKey), WithProxyURL(fc.srv.URL), WithEngineURL(testEngineURL),
+		WithAPIKey(stepAPIKey), WithProxyURL(fc.srv.URL), WithEngineURL(stepEngineURL),
 		WithHTTPClient(fc.srv.Client()), WithRetry(1, 0, 0),
 		withSleep(func(ctx context.Context, d time.Duration) error { return ctx.Err() }),
 	}
@@ -253,14 +253,14 @@ func newStepClient(t *testing.T, fc *fakeCloud, lt *localTarget, extra ...Option
 // ---------------------------------------------------------------------------
 // Golden files.
 
-var uuidRE = regexp.MustCompile(`"idempotent_key":"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"`)
+var stepUUIDRE = regexp.MustCompile(`"idempotent_key":"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"`)
 
-// checkGolden compares the jobs received (exact JSON, indented for
+// checkStepGolden compares the jobs received (exact JSON, indented for
 // reading; UNIQUE keys replaced by "<unique>") with testdata/steps/name.json.
-func checkGolden(t *testing.T, name string, jobs []string) {
+func checkStepGolden(t *testing.T, name string, jobs []string) {
 	t.Helper()
 	raw := "[" + strings.Join(jobs, ",") + "]"
-	raw = uuidRE.ReplaceAllString(raw, `"idempotent_key":"<unique>"`)
+	raw = stepUUIDRE.ReplaceAllString(raw, `"idempotent_key":"<unique>"`)
 	var buf bytes.Buffer
 	require.NoError(t, json.Indent(&buf, []byte(raw), "", "  "))
 	buf.WriteByte('\n')
@@ -274,21 +274,21 @@ func checkGolden(t *testing.T, name string, jobs []string) {
 	assert.Equal(t, string(want), buf.String(), "jobs submitted differ from %s", path)
 }
 
-func hook(u string) Webhook { return Webhook{URL: u, HasQuorumVote: Bool(true)} }
+func stepHook(u string) Webhook { return Webhook{URL: u, HasQuorumVote: Bool(true)} }
 
 // ---------------------------------------------------------------------------
 // The official SDKs' integration scenarios, plus on_failure and retry policy.
 
 func TestStepPerformanceBasic(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 
 	res, err := c.Step().
 		URL("https://httpbin.org/status/200?test=performance_basic").
 		Method("get").
 		Type(StepPerformance).
-		Webhook(hook("https://app.test/webhook")).
+		Webhook(stepHook("https://app.test/webhook")).
 		IdempotentKey("performance_basic_1").
 		Execute(context.Background())
 	require.NoError(t, err)
@@ -299,12 +299,12 @@ func TestStepPerformanceBasic(t *testing.T) {
 	assert.Equal(t, "performance_basic_1", res.Submission.IdempotentKey)
 	assert.Nil(t, res.SuccessfulAttempt())
 	assert.Zero(t, lt.total(), "PERFORMANCE never runs the request locally")
-	checkGolden(t, "performance_basic", fc.received())
+	checkStepGolden(t, "performance_basic", fc.received())
 }
 
 func TestStepDefaultTypeIsPerformance(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	res, err := NewStep(c).URL("https://api.test/status/200").Execute(context.Background())
 	require.NoError(t, err)
@@ -314,23 +314,23 @@ func TestStepDefaultTypeIsPerformance(t *testing.T) {
 }
 
 func TestStepMultiRegionRace(t *testing.T) {
-	fc := newFakeCloud(t)
+	fc := newStepCloud(t)
 	c := newStepClient(t, fc, nil)
 	res, err := c.Step().
 		URL("https://httpbin.org/delay/1?test=performance_racing").
 		Regions(RegionIAD, RegionLAX, RegionORD).
 		ExecutionMode(ExecutionRace).
 		RegionPolicy(RegionPolicyFallback).
-		Webhook(hook("https://app.test/webhook")).
+		Webhook(stepHook("https://app.test/webhook")).
 		IdempotentKey("racing_1").
 		Execute(context.Background())
 	require.NoError(t, err)
 	assert.Equal(t, StatusRacing, res.Submission.Status)
-	checkGolden(t, "multi_region_race", fc.received())
+	checkStepGolden(t, "multi_region_race", fc.received())
 }
 
 func TestStepFanoutStrict(t *testing.T) {
-	fc := newFakeCloud(t)
+	fc := newStepCloud(t)
 	c := newStepClient(t, fc, nil)
 	res, err := c.Step().
 		URL("https://api.test/report").
@@ -343,7 +343,7 @@ func TestStepFanoutStrict(t *testing.T) {
 		Metadata(map[string]any{"order_id": "o-1", "n": 3}).
 		RetryAt(time.UnixMilli(1763674210055)).
 		Webhooks(
-			hook("https://app.test/payment-complete"),
+			stepHook("https://app.test/payment-complete"),
 			Webhook{URL: "https://analytics.test/track", HasQuorumVote: Bool(false)},
 			Webhook{URL: "https://backup.test/webhook", Regions: []Region{RegionIAD, RegionLAX}},
 		).
@@ -351,16 +351,16 @@ func TestStepFanoutStrict(t *testing.T) {
 		Execute(context.Background())
 	require.NoError(t, err)
 	assert.Equal(t, StatusQueued, res.Submission.Status)
-	checkGolden(t, "fanout_strict_quorum", fc.received())
+	checkStepGolden(t, "fanout_strict_quorum", fc.received())
 }
 
 func TestStepFallbackChainPerformance(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	res, err := c.Step().
 		URL("https://httpbin.org/status/500?test=fallback_primary").
-		Webhook(hook("https://app.test/webhook")).
+		Webhook(stepHook("https://app.test/webhook")).
 		Fallback(new(Step).URL("https://httpbin.org/delay/2?test=fallback_1"), OnError(500, 502, 503)).
 		Fallback(new(Step).URL("https://httpbin.org/status/200?test=fallback_2"), OnTimeout(500*time.Millisecond)).
 		IdempotentKey("fallback_chain_1").
@@ -370,11 +370,11 @@ func TestStepFallbackChainPerformance(t *testing.T) {
 	assert.Empty(t, res.Fallbacks, "the engine runs the chain")
 	assert.Zero(t, lt.total())
 	require.Len(t, fc.received(), 1, "one submission carries the whole chain")
-	checkGolden(t, "fallback_chain", fc.received())
+	checkStepGolden(t, "fallback_chain", fc.received())
 }
 
 func TestStepNestedFallbacksFlattenInOrder(t *testing.T) {
-	fc := newFakeCloud(t)
+	fc := newStepCloud(t)
 	c := newStepClient(t, fc, nil)
 	a := new(Step).URL("https://a.test/").Fallback(new(Step).URL("https://a2.test/"), OnError(503))
 	job, err := c.Step().URL("https://p.test/").
@@ -392,15 +392,15 @@ func TestStepNestedFallbacksFlattenInOrder(t *testing.T) {
 }
 
 func TestStepOnSuccessPerformance(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	res, err := c.Step().
 		URL("https://httpbin.org/status/200?test=on_success_parent").
-		Webhook(hook("https://app.test/webhook")).
+		Webhook(stepHook("https://app.test/webhook")).
 		OnSuccess(new(Step).
 			URL("https://httpbin.org/delay/1?test=on_success_child").
-			Webhook(hook("https://app.test/webhook")).
+			Webhook(stepHook("https://app.test/webhook")).
 			IdempotentKey("on_success_child_1")).
 		IdempotentKey("on_success_parent_1").
 		Execute(context.Background())
@@ -408,42 +408,42 @@ func TestStepOnSuccessPerformance(t *testing.T) {
 	assert.Equal(t, OutcomeSubmitted, res.Outcome)
 	assert.Nil(t, res.OnSuccess, "carried inside the submission, not run here")
 	assert.Zero(t, lt.total())
-	checkGolden(t, "on_success", fc.received())
+	checkStepGolden(t, "on_success", fc.received())
 }
 
 func TestStepOnFailurePerformance(t *testing.T) {
-	fc := newFakeCloud(t)
+	fc := newStepCloud(t)
 	c := newStepClient(t, fc, nil)
 	_, err := c.Step().
 		URL("https://api.test/charge").
 		Method("POST").
 		Body(`{"amount":1000}`).
-		Webhook(hook("https://app.test/webhook")).
+		Webhook(stepHook("https://app.test/webhook")).
 		OnFailure(new(Step).URL("https://hooks.slack.test/alert").Method("POST").Body(`{"text":"charge failed"}`)).
 		OnFailureTimeout(90 * time.Second).
 		Execute(context.Background())
 	require.NoError(t, err)
-	checkGolden(t, "on_failure", fc.received())
+	checkStepGolden(t, "on_failure", fc.received())
 }
 
 func TestStepRetryPolicy(t *testing.T) {
-	fc := newFakeCloud(t)
+	fc := newStepCloud(t)
 	c := newStepClient(t, fc, nil)
 	p := RetryPolicy{MaxRetries: 5, MaxReroutes: 3, RetryCodes: []int{429, 503}, RerouteCodes: []int{500, 502, 504}}
 	s := c.Step().URL("https://api.test/endpoint").RetryPolicy(p)
 	p.RetryCodes[0] = 999 // the step keeps its own copy
 	_, err := s.Execute(context.Background())
 	require.NoError(t, err)
-	checkGolden(t, "retry_policy", fc.received())
+	checkStepGolden(t, "retry_policy", fc.received())
 }
 
 func TestStepIdempotentHashDeduplicates(t *testing.T) {
-	fc := newFakeCloud(t)
+	fc := newStepCloud(t)
 	c := newStepClient(t, fc, nil)
 	mk := func() *Step {
 		return c.Step().
 			URL("https://httpbin.org/get?test=idempotent_hash&run=1").
-			Webhook(hook("https://app.test/webhook")).
+			Webhook(stepHook("https://app.test/webhook")).
 			IdempotentStrategy(IdempotentHash)
 	}
 	r1, err := mk().Execute(context.Background())
@@ -457,15 +457,15 @@ func TestStepIdempotentHashDeduplicates(t *testing.T) {
 	require.Len(t, jobs, 2)
 	assert.Equal(t, jobs[0], jobs[1], "HASH sends identical jobs")
 	assert.NotContains(t, jobs[0], "idempotent_key", "on Cloud the engine derives the HASH key")
-	checkGolden(t, "idempotent_hash", jobs[:1])
+	checkStepGolden(t, "idempotent_hash", jobs[:1])
 }
 
 func TestStepIdempotentUniqueEveryJobOwnKey(t *testing.T) {
-	fc := newFakeCloud(t)
+	fc := newStepCloud(t)
 	c := newStepClient(t, fc, nil)
 	s := c.Step().
 		URL("https://httpbin.org/get?test=idempotent_unique").
-		Webhook(hook("https://app.test/webhook")).
+		Webhook(stepHook("https://app.test/webhook")).
 		IdempotentStrategy(IdempotentUnique).
 		Fallback(new(Step).URL("https://backup.test/"), OnError(500)).
 		OnSuccess(new(Step).URL("https://next.test/")).
@@ -489,11 +489,11 @@ func TestStepIdempotentUniqueEveryJobOwnKey(t *testing.T) {
 		}
 		assert.Empty(t, j.OnFailure.IdempotentKey, "a child's own HASH strategy wins")
 	}
-	checkGolden(t, "idempotent_unique", jobs[:1])
+	checkStepGolden(t, "idempotent_unique", jobs[:1])
 }
 
 func TestStepIdempotencyKeyHeaderIsTheKey(t *testing.T) {
-	c := newStepClient(t, newFakeCloud(t), nil)
+	c := newStepClient(t, newStepCloud(t), nil)
 	job, err := c.Step().URL("https://api.test/").Header("idempotency-key", "order-42").IdempotentStrategy(IdempotentUnique).Job()
 	require.NoError(t, err)
 	assert.Equal(t, "order-42", job.IdempotentKey)
@@ -503,8 +503,8 @@ func TestStepIdempotencyKeyHeaderIsTheKey(t *testing.T) {
 }
 
 func TestStepFrugalLocalSuccess(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	res, err := c.Step().
 		URL("https://api.test/status/200").
@@ -513,7 +513,7 @@ func TestStepFrugalLocalSuccess(t *testing.T) {
 		Body(`{"q":1}`).
 		Type(StepFrugal).
 		FallbackOnError(429, 500, 503).
-		Webhook(hook("https://app.test/webhook")).
+		Webhook(stepHook("https://app.test/webhook")).
 		Execute(context.Background())
 	require.NoError(t, err)
 	assert.Equal(t, OutcomeSucceeded, res.Outcome)
@@ -529,13 +529,13 @@ func TestStepFrugalLocalSuccess(t *testing.T) {
 }
 
 func TestStepFrugalForwardOn429(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	res, err := c.Step().
 		URL("https://api.test/status/429").
 		Type(StepFrugal).
-		Webhook(hook("https://app.test/webhook")).
+		Webhook(stepHook("https://app.test/webhook")).
 		OnSuccess(new(Step).URL("https://notify.test/")).
 		Execute(context.Background())
 	require.NoError(t, err)
@@ -546,12 +546,12 @@ func TestStepFrugalForwardOn429(t *testing.T) {
 	assert.Equal(t, 1, lt.hit("GET", "api.test/status/429"), "the request ran locally once")
 	assert.Zero(t, lt.hit("GET", "notify.test/"))
 	require.Len(t, fc.received(), 1)
-	checkGolden(t, "frugal_forward_429", fc.received())
+	checkStepGolden(t, "frugal_forward_429", fc.received())
 }
 
 func TestStepFrugalNetworkErrorForwards(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	res, err := c.Step().URL("https://down.test/x").Type(StepFrugal).Execute(context.Background())
 	require.NoError(t, err)
@@ -563,8 +563,8 @@ func TestStepFrugalNetworkErrorForwards(t *testing.T) {
 }
 
 func TestStepFrugalLocalTimeoutForwards(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	res, err := c.Step().URL("https://api.test/slow").Type(StepFrugal).Timeout(5 * time.Millisecond).Execute(context.Background())
 	require.NoError(t, err)
@@ -574,8 +574,8 @@ func TestStepFrugalLocalTimeoutForwards(t *testing.T) {
 }
 
 func TestStepFrugalOtherStatusRunsOnFailure(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	res, err := c.Step().
 		URL("https://api.test/status/404").
@@ -597,27 +597,27 @@ func TestStepFrugalOtherStatusRunsOnFailure(t *testing.T) {
 }
 
 func TestStepFrugalOnFailurePerformanceIsSubmitted(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	res, err := c.Step().
 		URL("https://api.test/status/400").
 		Type(StepFrugal).
-		OnFailure(new(Step).URL("https://alert.test/").Type(StepPerformance).Webhook(hook("https://app.test/alerted"))).
+		OnFailure(new(Step).URL("https://alert.test/").Type(StepPerformance).Webhook(stepHook("https://app.test/alerted"))).
 		Execute(context.Background())
 	require.NoError(t, err)
 	assert.Equal(t, OutcomeFailed, res.Outcome)
 	require.NotNil(t, res.OnFailure)
 	assert.Equal(t, OutcomeSubmitted, res.OnFailure.Outcome)
 	assert.Equal(t, "job_1", res.OnFailure.JobID())
-	checkGolden(t, "frugal_on_failure_submitted", fc.received())
+	checkStepGolden(t, "frugal_on_failure_submitted", fc.received())
 }
 
 // The product README's "Mixed Workflow Chains" example 1: FRUGAL primary,
 // PERFORMANCE on_success.
 func TestStepMixedFrugalToPerformance(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	res, err := c.Step().
 		URL("https://api.openai.test/status/200").
@@ -638,14 +638,14 @@ func TestStepMixedFrugalToPerformance(t *testing.T) {
 	assert.Equal(t, StatusRacing, res.OnSuccess.Submission.Status)
 	assert.Zero(t, lt.hit("GET", "analytics.test/track"), "the PERFORMANCE child's subtree runs on the engine")
 	require.Len(t, fc.received(), 1)
-	checkGolden(t, "mixed_frugal_to_performance", fc.received())
+	checkStepGolden(t, "mixed_frugal_to_performance", fc.received())
 }
 
 // The product README's "Complex Mixed Workflow" (example 3) with a FRUGAL
 // fallback ("still FRUGAL") that rescues the primary.
 func TestStepFrugalFallbackSucceedsLocally(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	backup := new(Step).URL("https://backup-api.test/status/200").OnSuccess(new(Step).URL("https://backup-done.test/status/204"))
 	res, err := c.Step().
@@ -677,20 +677,20 @@ func TestStepFrugalFallbackSucceedsLocally(t *testing.T) {
 	assert.Equal(t, 1, lt.hit("GET", "cheap-api.test/status/500"))
 	assert.Equal(t, 1, lt.hit("GET", "backup-api.test/status/200"))
 	assert.Zero(t, lt.hit("GET", "hooks.slack.test/webhook"))
-	checkGolden(t, "frugal_fallback_rescues", fc.received())
+	checkStepGolden(t, "frugal_fallback_rescues", fc.received())
 }
 
 // Fallbacks tried locally are not in the forwarded chain; those that could
 // not run locally (trigger not matching, PERFORMANCE) are, in order. Nothing
 // runs twice and one job is submitted.
 func TestStepFrugalChainForwardsOnlyUntried(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	res, err := c.Step().
 		URL("https://primary.test/status/503").
 		Type(StepFrugal).
-		Webhook(hook("https://app.test/webhook")).
+		Webhook(stepHook("https://app.test/webhook")).
 		Fallback(new(Step).URL("https://f1.test/status/500"), OnError(503)).              // tried: 500
 		Fallback(new(Step).URL("https://f2.test/status/200"), OnError(502)).              // 500 does not match: forwarded
 		Fallback(new(Step).URL("https://down.test/f3"), nil).                             // tried: network error
@@ -712,12 +712,12 @@ func TestStepFrugalChainForwardsOnlyUntried(t *testing.T) {
 		assert.Equal(t, want, lt.hit("GET", hp), hp)
 	}
 	require.Len(t, fc.received(), 1, "exactly one submission")
-	checkGolden(t, "frugal_chain_forward_untried", fc.received())
+	checkStepGolden(t, "frugal_chain_forward_untried", fc.received())
 }
 
 func TestStepFrugalOnTimeoutTriggerCutsTheAttempt(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	res, err := c.Step().
 		URL("https://api.test/slow").
@@ -733,8 +733,8 @@ func TestStepFrugalOnTimeoutTriggerCutsTheAttempt(t *testing.T) {
 }
 
 func TestStepFrugalFreshBodyPerAttempt(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	_, err := c.Step().
 		URL("https://api.test/status/503").Method("PUT").Body("primary-body").
@@ -746,8 +746,8 @@ func TestStepFrugalFreshBodyPerAttempt(t *testing.T) {
 }
 
 func TestStepFrugalBoundedBody(t *testing.T) {
-	lt := newLocalTarget(t)
-	c := newStepClient(t, newFakeCloud(t), lt)
+	lt := newStepTarget(t)
+	c := newStepClient(t, newStepCloud(t), lt)
 	res, err := c.Step().URL("https://api.test/big").Type(StepFrugal).MaxResponseBody(5).
 		OnSuccess(new(Step).URL("https://api.test/big")).
 		Execute(context.Background())
@@ -763,8 +763,8 @@ func TestStepFrugalBoundedBody(t *testing.T) {
 }
 
 func TestStepFrugalCallerCancelIsNotANetworkError(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	ctx, cancel := context.WithCancel(context.Background())
 	lt.mux.HandleFunc("/cancel", func(w http.ResponseWriter, r *http.Request) {
@@ -782,8 +782,8 @@ func TestStepFrugalCallerCancelIsNotANetworkError(t *testing.T) {
 }
 
 func TestStepFrugalCallerCancelDuringFallback(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	ctx, cancel := context.WithCancel(context.Background())
 	lt.mux.HandleFunc("/cancel", func(w http.ResponseWriter, r *http.Request) {
@@ -801,9 +801,9 @@ func TestStepFrugalCallerCancelDuringFallback(t *testing.T) {
 }
 
 func TestStepFrugalForwardFailureKeepsTheLocalResult(t *testing.T) {
-	fc := newFakeCloud(t)
+	fc := newStepCloud(t)
 	fc.proxyStatus, fc.proxyBody = http.StatusTooManyRequests, `{"status":"denied","error":"Plan limit exceeded","retry_after":60}`
-	lt := newLocalTarget(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	res, err := c.Step().URL("https://api.test/status/503").Type(StepFrugal).
 		OnFailure(new(Step).URL("https://alert.test/status/200")).
@@ -820,9 +820,9 @@ func TestStepFrugalForwardFailureKeepsTheLocalResult(t *testing.T) {
 }
 
 func TestStepChildErrorNamesTheStep(t *testing.T) {
-	fc := newFakeCloud(t)
+	fc := newStepCloud(t)
 	fc.proxyStatus, fc.proxyBody = http.StatusBadRequest, `{"error":"bad job"}`
-	lt := newLocalTarget(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	res, err := c.Step().URL("https://api.test/status/200").Type(StepFrugal).
 		OnSuccess(new(Step).URL("https://next.test/").Type(StepPerformance)).
@@ -836,10 +836,10 @@ func TestStepChildErrorNamesTheStep(t *testing.T) {
 }
 
 func TestStepChildInheritsClientAndType(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
-	other := newStepClient(t, newFakeCloud(t), lt)
+	other := newStepClient(t, newStepCloud(t), lt)
 	res, err := c.Step().URL("https://api.test/status/200").Type(StepFrugal).
 		OnSuccess(new(Step).URL("https://child.test/status/201").
 			OnSuccess(NewStep(other).URL("https://grandchild.test/").Type(StepPerformance))).
@@ -867,7 +867,7 @@ func TestStepSelfHostedFrugalForward(t *testing.T) {
 		_, _ = io.WriteString(w, `{"job_id":"0123456789abcdef0123456789abcdef","status":"queued"}`)
 	}))
 	defer engine.Close()
-	lt := newLocalTarget(t)
+	lt := newStepTarget(t)
 	c, err := New(WithSelfHosted(engine.URL, "user-1"), WithHTTPClient(engine.Client()), WithRetry(1, 0, 0),
 		WithLocalHTTPClient(&http.Client{Transport: lt}))
 	require.NoError(t, err)
@@ -884,8 +884,8 @@ func TestStepSelfHostedFrugalForward(t *testing.T) {
 // Validation: typed errors naming the field, before any network call.
 
 func TestStepValidation(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	sh, err := New(WithSelfHosted("http://127.0.0.1:1", "u"), WithLocalHTTPClient(&http.Client{Transport: lt}))
 	require.NoError(t, err)
@@ -903,7 +903,7 @@ func TestStepValidation(t *testing.T) {
 		{"relative url", c.Step().URL("/path"), "url", false},
 		{"ftp url", c.Step().URL("ftp://x.test/"), "url", false},
 		{"unknown method", ok().Method("FETCH"), "method", false},
-		{"quorum above voters", ok().Webhooks(hook("https://a.test/"), Webhook{URL: "https://b.test/", HasQuorumVote: Bool(false)}).WebhookQuorum(2), "webhook_quorum", false},
+		{"quorum above voters", ok().Webhooks(stepHook("https://a.test/"), Webhook{URL: "https://b.test/", HasQuorumVote: Bool(false)}).WebhookQuorum(2), "webhook_quorum", false},
 		{"negative quorum", ok().WebhookQuorum(-1), "webhook_quorum", false},
 		{"negative timeout", ok().Timeout(-time.Second), "timeout", false},
 		{"negative on_failure timeout", ok().OnFailureTimeout(-time.Second), "on_failure_timeout_ms", false},
@@ -958,7 +958,7 @@ func TestStepValidationNilReceiverAndFallbackFunc(t *testing.T) {
 	var s *Step
 	_, err := s.Execute(context.Background())
 	require.ErrorIs(t, err, ErrValidation)
-	c := newStepClient(t, newFakeCloud(t), nil)
+	c := newStepClient(t, newStepCloud(t), nil)
 	_, err = c.Step().URL("https://api.test/").ForwardOrFallback(context.Background(), nil)
 	var ve *ValidationError
 	require.ErrorAs(t, err, &ve)
@@ -966,7 +966,7 @@ func TestStepValidationNilReceiverAndFallbackFunc(t *testing.T) {
 }
 
 func TestStepFirstBuilderErrorWins(t *testing.T) {
-	c := newStepClient(t, newFakeCloud(t), nil)
+	c := newStepClient(t, newStepCloud(t), nil)
 	_, err := c.Step().URL("https://api.test/").Method("BAD").Timeout(-1).Execute(context.Background())
 	var ve *ValidationError
 	require.ErrorAs(t, err, &ve)
@@ -974,7 +974,7 @@ func TestStepFirstBuilderErrorWins(t *testing.T) {
 }
 
 func TestStepJobIsACopy(t *testing.T) {
-	c := newStepClient(t, newFakeCloud(t), nil)
+	c := newStepClient(t, newStepCloud(t), nil)
 	h := map[string]string{"X-A": "1"}
 	m := map[string]any{"k": map[string]any{"n": 1}}
 	s := c.Step().URL("https://api.test/").Headers(h).Metadata(m)
@@ -992,9 +992,9 @@ func TestStepJobIsACopy(t *testing.T) {
 // ---------------------------------------------------------------------------
 // ForwardOrFallback.
 
-type failingRT struct{ err error }
+type stepFailingRT struct{ err error }
 
-func (f failingRT) RoundTrip(req *http.Request) (*http.Response, error) {
+func (f stepFailingRT) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body != nil {
 		_ = req.Body.Close()
 	}
@@ -1013,8 +1013,8 @@ func TestStepForwardOrFallback(t *testing.T) {
 		wantErrIs   error
 	}{
 		{name: "submitted", wantOutcome: OutcomeSubmitted},
-		{name: "connection refused", transport: failingRT{&net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}}, wantRan: true, wantOutcome: OutcomeFellBack},
-		{name: "dns failure", transport: failingRT{dnsErr}, wantRan: true, wantOutcome: OutcomeFellBack},
+		{name: "connection refused", transport: stepFailingRT{&net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}}, wantRan: true, wantOutcome: OutcomeFellBack},
+		{name: "dns failure", transport: stepFailingRT{dnsErr}, wantRan: true, wantOutcome: OutcomeFellBack},
 		{name: "proxy 502", proxyStatus: http.StatusBadGateway, proxyBody: "Proxy Error", wantRan: true, wantOutcome: OutcomeFellBack},
 		{name: "rate limited", proxyStatus: http.StatusTooManyRequests, proxyBody: `{"error":"Too Many Requests","retry_after_seconds":300}`, wantErrIs: ErrRateLimited},
 		{name: "unauthorized", proxyStatus: http.StatusUnauthorized, proxyBody: `{"error":"Unauthorized","message":"Invalid API key"}`, wantErrIs: ErrUnauthorized},
@@ -1022,7 +1022,7 @@ func TestStepForwardOrFallback(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fc := newFakeCloud(t)
+			fc := newStepCloud(t)
 			fc.proxyStatus, fc.proxyBody = tt.proxyStatus, tt.proxyBody
 			var extra []Option
 			if tt.transport != nil {
@@ -1054,7 +1054,7 @@ func TestStepForwardOrFallback(t *testing.T) {
 }
 
 func TestStepForwardOrFallbackReturnsFallbackError(t *testing.T) {
-	c := newStepClient(t, newFakeCloud(t), nil, WithHTTPClient(&http.Client{Transport: failingRT{errors.New("connection reset by peer")}}))
+	c := newStepClient(t, newStepCloud(t), nil, WithHTTPClient(&http.Client{Transport: stepFailingRT{errors.New("connection reset by peer")}}))
 	boom := errors.New("boom")
 	res, err := c.Step().URL("https://api.test/").ForwardOrFallback(context.Background(), func(context.Context) error { return boom })
 	require.ErrorIs(t, err, boom)
@@ -1065,7 +1065,7 @@ func TestStepForwardOrFallbackReturnsFallbackError(t *testing.T) {
 func TestStepForwardOrFallbackCallerCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	c := newStepClient(t, newFakeCloud(t), nil)
+	c := newStepClient(t, newStepCloud(t), nil)
 	res, err := c.Step().URL("https://api.test/").ForwardOrFallback(ctx, func(context.Context) error {
 		t.Error("the fallback must not run when the caller gave up")
 		return nil
@@ -1076,8 +1076,8 @@ func TestStepForwardOrFallbackCallerCancel(t *testing.T) {
 
 // Executing the same step concurrently is safe (run with -race).
 func TestStepConcurrentExecute(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	s := c.Step().URL("https://api.test/status/429").Type(StepFrugal).IdempotentStrategy(IdempotentUnique).
 		Fallback(new(Step).URL("https://api.test/status/500"), nil)
@@ -1111,8 +1111,8 @@ func TestStepStrings(t *testing.T) {
 // runs each request locally at most once, submits at most one job, and the
 // forwarded chain is exactly the fallbacks not tried locally, in order.
 func TestStepFrugalPropertyNothingTwice(t *testing.T) {
-	fc := newFakeCloud(t)
-	lt := newLocalTarget(t)
+	fc := newStepCloud(t)
+	lt := newStepTarget(t)
 	c := newStepClient(t, fc, lt)
 	rng := rand.New(rand.NewPCG(1, 2))
 	statuses := []int{200, 201, 404, 429, 500, 502, 503, 0 /* network error */}
@@ -1192,8 +1192,8 @@ func TestStepFrugalPropertyNothingTwice(t *testing.T) {
 func TestStepLogsWithoutQuery(t *testing.T) {
 	var buf bytes.Buffer
 	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	fc := newFakeCloud(t)
-	c := newStepClient(t, fc, newLocalTarget(t), WithLogger(logger))
+	fc := newStepCloud(t)
+	c := newStepClient(t, fc, newStepTarget(t), WithLogger(logger))
 	res, err := c.Step().URL("https://down.test/x?token=s3cr3t").Type(StepFrugal).Execute(context.Background())
 	require.NoError(t, err)
 	assert.Equal(t, OutcomeForwarded, res.Outcome)
@@ -1203,7 +1203,7 @@ func TestStepLogsWithoutQuery(t *testing.T) {
 }
 
 func TestStepJSONBody(t *testing.T) {
-	c := newStepClient(t, newFakeCloud(t), nil)
+	c := newStepClient(t, newStepCloud(t), nil)
 	job, err := c.Step().URL("https://api.test/").Method("post").JSONBody(map[string]any{"q": "a&b"}).Job()
 	require.NoError(t, err)
 	assert.Equal(t, `{"q":"a&b"}`, job.Body)
