@@ -181,11 +181,14 @@ func (c *Client) streamOnce(ctx context.Context, jobID string, lastID *string, y
 	if err != nil {
 		return false, false, c.transportError(req, err)
 	}
-	defer drainClose(resp.Body)
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		drainClose(resp.Body)
 		return false, false, c.replyError(reply{status: resp.StatusCode, header: resp.Header, body: b})
 	}
+	// A live stream is closed, never drained: draining would wait for the
+	// engine's next event (or forever).
+	defer resp.Body.Close()
 	sr := newSSEReader(resp.Body)
 	for {
 		se, rerr := sr.next()
