@@ -192,7 +192,7 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte, red
 			}
 			return reply{}, err
 		}
-		r, err := c.callOnce(ctx, method, path, body)
+		r, err := c.callOnce(ctx, method, path, body, redact)
 		if err == nil && r.status >= 500 {
 			err = c.replyError(r)
 		}
@@ -250,11 +250,14 @@ func IsUnreachable(err error) bool {
 	return errors.As(err, &ee) && ee.Proxy && ee.StatusCode == http.StatusBadGateway
 }
 
-func (c *Client) callOnce(ctx context.Context, method, path string, body []byte) (reply, error) {
+// callOnce makes one attempt. The reply body is scrubbed of the API key and
+// the redact strings as soon as it is read, before anything (messages,
+// truncated error bodies) is derived from it.
+func (c *Client) callOnce(ctx context.Context, method, path string, body []byte, redact []string) (reply, error) {
 	if c.dialect == DialectCloud {
-		return c.callCloud(ctx, method, path, body)
+		return c.callCloud(ctx, method, path, body, redact)
 	}
-	return c.callDirect(ctx, method, path, body)
+	return c.callDirect(ctx, method, path, body, redact)
 }
 
 func (c *Client) newRequest(ctx context.Context, method, url string, body []byte) (*http.Request, error) {
@@ -303,7 +306,7 @@ func (c *Client) do(req *http.Request) (*http.Response, []byte, error) {
 	return resp, b, nil
 }
 
-func (c *Client) callCloud(ctx context.Context, method, path string, body []byte) (reply, error) {
+func (c *Client) callCloud(ctx context.Context, method, path string, body []byte, redact []string) (reply, error) {
 	env := proxyEnvelope{
 		Scope:     "customer",
 		TargetURL: c.engineURL + path,
@@ -324,13 +327,14 @@ func (c *Client) callCloud(ctx context.Context, method, path string, body []byte
 	if err != nil {
 		return reply{}, err
 	}
-	return c.proxyResult(resp.StatusCode, resp.Header, rb)
+	return c.proxyResult(resp.StatusCode, resp.Header, scrubAll(rb, redact))
 }
 
 // proxyResult interprets the proxy's reply (protocol §1.1): the engine's
 // reply unwrapped from forwarded_response when the verdict is "allowed", a
 // typed error otherwise.
 func (c *Client) proxyResult(status int, h http.Header, rb []byte) (reply, error) {
+	rb = c.scrubBytes(rb)
 	pr, decErr := decodeProxyReply(rb)
 	if status != http.StatusOK {
 		ef, ok := decodeErrorFields(rb)
@@ -376,7 +380,7 @@ func decodeForwardedBody(raw json.RawMessage) ([]byte, error) {
 	return nil, fmt.Errorf("want a JSON string, got %s", truncateN(raw, 32))
 }
 
-func (c *Client) callDirect(ctx context.Context, method, path string, body []byte) (reply, error) {
+func (c *Client) callDirect(ctx context.Context, method, path string, body []byte, redact []string) (reply, error) {
 	req, err := c.newRequest(ctx, method, c.engineURL+path, body)
 	if err != nil {
 		return reply{}, err
@@ -385,11 +389,12 @@ func (c *Client) callDirect(ctx context.Context, method, path string, body []byt
 	if err != nil {
 		return reply{}, err
 	}
-	return reply{status: resp.StatusCode, header: resp.Header, body: rb}, nil
+	return reply{status: resp.StatusCode, header: resp.Header, body: c.scrubBytes(scrubAll(rb, redact))}, nil
 }
 
 // replyError turns a non-success engine reply into a typed error.
 func (c *Client) replyError(r reply) error {
+	r.body = c.scrubBytes(r.body)
 	ef, ok := decodeErrorFields(r.body)
 	return c.statusError(r.status, r.header, r.body, ef, ok, false)
 }
@@ -465,8 +470,18 @@ func (c *Client) redact(err error, extra ...string) error {
 	return err
 }
 
+// scrubAll replaces every redact string of at least 4 bytes in b by "****".
+func scrubAll(b []byte, redact []string) []byte {
+	for _, r := range redact {
+		if len(r) >= 4 && bytes.Contains(b, []byte(r)) {
+			b = bytes.ReplaceAll(b, []byte(r), []byte("****"))
+		}
+	}
+	return b
+}
+
 func (c *Client) scrubBytes(b []byte) []byte {
-	if c.apiKey == "" || len(c.apiKey) < 4 {
+	if len(c.apiKey) < 4 || !bytes.Contains(b, []byte(c.apiKey)) {
 		return b
 	}
 	return bytes.ReplaceAll(b, []byte(c.apiKey), []byte("****"))

@@ -394,6 +394,10 @@ func TestAPIKeyNeverLeaks(t *testing.T) {
 		fxForward(500, echo),
 		fxForward(400, `{"error":"`+echo+`"}`),
 		fxForward(201, `{"status":"queued","note":"`+echo+`"}`),
+		// Long preambles: a truncated message must not keep part of the key.
+		{status: 500, body: strings.Repeat("x", 500) + fxKey},
+		{status: 400, body: `{"error":"` + strings.Repeat("y", 495) + fxKey + `"}`},
+		fxForward(500, strings.Repeat("z", maxErrorBody-8)+fxKey),
 	}
 	for i, rep := range replies {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
