@@ -29,34 +29,56 @@ func (b *releaseBody) release() {
 	}
 }
 
+// capturedRequest is the shallow copy of a request whose body is captured
+// while it is sent; the copy and the capturing body take one allocation.
+type capturedRequest struct {
+	req  http.Request
+	body captureBody
+}
+
+// maxPooledCapture bounds the capture buffers kept for reuse.
+const maxPooledCapture = 64 << 10
+
 // captureBody records a request body while the base RoundTripper sends it,
 // so the request can be forwarded without GetBody. It is safe to inspect
-// while the base may still be reading it from another goroutine.
+// while the base may still be reading it from another goroutine. Its buffer
+// comes from the Transport's pool and goes back there on release.
 type captureBody struct {
 	rc       io.ReadCloser
 	max      int64
 	declared int64 // ContentLength (> 0 when known)
+	pool     *sync.Pool
 
 	mu       sync.Mutex
+	bp       *[]byte // pooled slice header, nil when not from the pool
 	buf      []byte
 	eof      bool
 	overflow bool
+	released bool
 }
 
-func newCapture(rc io.ReadCloser, max, contentLength int64) *captureBody {
-	c := &captureBody{rc: rc, max: max, declared: contentLength}
-	if contentLength > 0 && contentLength <= max {
-		c.buf = make([]byte, 0, contentLength)
+// newCaptured returns a shallow copy of req whose body records what is
+// read from req.Body.
+func (t *Transport) newCaptured(req *http.Request) (*http.Request, *captureBody) {
+	cr := &capturedRequest{req: *req}
+	c := &cr.body
+	c.rc, c.max, c.declared, c.pool = req.Body, t.cfg.maxBody, req.ContentLength, &t.bufPool
+	if bp, ok := t.bufPool.Get().(*[]byte); ok {
+		c.bp, c.buf = bp, (*bp)[:0]
+	} else if c.declared > 0 && c.declared <= c.max {
+		c.buf = make([]byte, 0, c.declared)
 	}
-	return c
+	cr.req.Body = c
+	return &cr.req, c
 }
 
 func (c *captureBody) Read(p []byte) (int, error) {
 	n, err := c.rc.Read(p)
 	c.mu.Lock()
-	if n > 0 && !c.overflow {
+	if n > 0 && !c.overflow && !c.released {
 		if int64(len(c.buf)+n) > c.max {
-			c.overflow, c.buf = true, nil
+			c.overflow = true
+			c.release()
 		} else {
 			c.buf = append(c.buf, p[:n]...)
 		}
@@ -70,17 +92,45 @@ func (c *captureBody) Read(p []byte) (int, error) {
 
 func (c *captureBody) Close() error { return c.rc.Close() }
 
-// bytes returns the complete body, or why it cannot be reproduced.
+// bytes returns a copy of the complete body, or why it cannot be
+// reproduced.
 func (c *captureBody) bytes() ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
 	case c.overflow:
 		return nil, ErrBodyTooLarge
+	case c.released:
+		return nil, ErrBodyNotReplayable
 	case c.eof || (c.declared > 0 && int64(len(c.buf)) == c.declared):
 		return append([]byte(nil), c.buf...), nil
 	}
 	return nil, ErrBodyNotReplayable
+}
+
+// done stops recording and returns the buffer to the pool. Reads that the
+// base may still make go through unrecorded.
+func (c *captureBody) done() {
+	c.mu.Lock()
+	c.release()
+	c.mu.Unlock()
+}
+
+// release frees the buffer; c.mu is held.
+func (c *captureBody) release() {
+	if c.released {
+		return
+	}
+	c.released = true
+	if cap(c.buf) > 0 && cap(c.buf) <= maxPooledCapture {
+		bp := c.bp
+		if bp == nil {
+			bp = new([]byte)
+		}
+		*bp = c.buf[:0]
+		c.pool.Put(bp)
+	}
+	c.bp, c.buf = nil, nil
 }
 
 func hasBody(req *http.Request) bool { return req.Body != nil && req.Body != http.NoBody }

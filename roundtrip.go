@@ -45,10 +45,8 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 	out, capture := req, (*captureBody)(nil)
 	if fwd && hasBody(req) && req.GetBody == nil && req.ContentLength <= t.cfg.maxBody {
-		capture = newCapture(req.Body, t.cfg.maxBody, req.ContentLength)
-		out = new(http.Request)
-		*out = *req
-		out.Body = capture
+		out, capture = t.newCaptured(req)
+		defer capture.done()
 	}
 	resp, err := t.base.RoundTrip(out)
 	if err != nil {

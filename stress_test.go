@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -80,6 +81,10 @@ func TestConcurrentHosts(t *testing.T) {
 				}
 				u := fmt.Sprintf("https://h%d.test/g%d/%d", (g+i)%hosts, g, i)
 				req, _ := http.NewRequestWithContext(ctx, "GET", u, nil)
+				if i%2 == 0 { // a body without GetBody: captured while sent
+					req.Method = "PUT"
+					req.Body = io.NopCloser(strings.NewReader(u))
+				}
 				resp, err := tr.RoundTrip(req)
 				cancel()
 				if err != nil {
@@ -101,6 +106,14 @@ func TestConcurrentHosts(t *testing.T) {
 	assert.Greater(t, forwarded.Load(), int64(0))
 	assert.Greater(t, cancelled.Load(), int64(0))
 	assert.Equal(t, int(forwarded.Load()), len(sub.Jobs()))
+	puts := 0
+	for _, j := range sub.Jobs() {
+		if j.Method == "PUT" {
+			puts++
+			assert.Equal(t, j.URL, j.Body, "each forwarded job carries its own captured body")
+		}
+	}
+	assert.Greater(t, puts, 0)
 	mu.Lock()
 	defer mu.Unlock()
 	require.Len(t, peak, hosts)

@@ -439,6 +439,7 @@ type Transport struct {
 	limiter Limiter
 	mem     *MemoryLimiter // limiter, when it is the in-memory one
 	obs     observer       // nil: no observation (see observe.go)
+	bufPool sync.Pool      // *[]byte capture buffers
 	clock   Clock
 	log     *slog.Logger
 	seed    maphash.Seed
