@@ -63,7 +63,7 @@ func main() {
 	var jobs []string
 	for i, q := range []string{"What is a token bucket?", "What is a 429?", "Why pace requests?", "What is a webhook?"} {
 		done, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
-			Model:    openai.ChatModelGPT4oMini,
+			Model:    "gpt-5-mini", // any model name: the fake answers them all
 			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(q)},
 		})
 		var fwd *ezthrottle.ForwardedError
@@ -127,6 +127,6 @@ func (f *fakeOpenAI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		q = in.Messages[len(in.Messages)-1].Content
 	}
 	answer, _ := json.Marshal("A short answer to: " + q)
-	fmt.Fprintf(w, `{"id":"chatcmpl-%d","object":"chat.completion","created":%d,"model":"gpt-4o-mini",`+
+	fmt.Fprintf(w, `{"id":"chatcmpl-%d","object":"chat.completion","created":%d,"model":"gpt-5-mini",`+
 		`"choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":%s}}]}`, n, time.Now().Unix(), answer)
 }
