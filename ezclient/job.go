@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"time"
 )
@@ -102,6 +103,9 @@ func (t *Trigger) UnmarshalJSON(b []byte) error {
 	var w wireTrigger
 	if err := json.Unmarshal(b, &w); err != nil {
 		return err
+	}
+	if !msInRange(w.TimeoutMS) {
+		return fmt.Errorf("ezthrottle: trigger.timeout_ms %d out of range", w.TimeoutMS)
 	}
 	*t = Trigger{Type: w.Type, Codes: w.Codes, Timeout: time.Duration(w.TimeoutMS) * time.Millisecond}
 	return nil
@@ -295,7 +299,16 @@ func (j *Job) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// msInRange reports whether ms milliseconds fit in a time.Duration.
+func msInRange(ms int64) bool {
+	const limit = math.MaxInt64 / int64(time.Millisecond)
+	return ms >= -limit && ms <= limit
+}
+
 func (w *wireJob) toJob() (*Job, error) {
+	if !msInRange(w.OnFailureTimeoutMS) {
+		return nil, fmt.Errorf("ezthrottle: on_failure_timeout_ms %d out of range", w.OnFailureTimeoutMS)
+	}
 	j := &Job{
 		URL:              w.URL,
 		Method:           w.Method,

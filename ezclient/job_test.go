@@ -250,7 +250,8 @@ func TestJobUnmarshal(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, in, string(out))
 	})
-	for _, bad := range []string{`[]`, `{"url":1}`, `{"fallback_job":{"url":2}}`, `{"fallback_job":7}`, `{"on_success":"x"}`, `{"webhooks":{}}`, `{"retry_at":"soon"}`} {
+	for _, bad := range []string{`[]`, `{"url":1}`, `{"fallback_job":{"url":2}}`, `{"fallback_job":7}`, `{"on_success":"x"}`, `{"webhooks":{}}`, `{"retry_at":"soon"}`,
+		`{"on_failure_timeout_ms":9223372036854775807}`, `{"fallback_job":{"trigger":{"type":"on_timeout","timeout_ms":-9223372036854775807}}}`} {
 		var j Job
 		assert.Error(t, json.Unmarshal([]byte(bad), &j), bad)
 	}
