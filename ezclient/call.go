@@ -234,7 +234,10 @@ func (c *Client) retryable(ctx context.Context, err error) bool {
 // networkError marks a failure to reach the proxy or engine at all.
 type networkError struct{ err error }
 
+// Error says the engine (or proxy) could not be reached, and why.
 func (e *networkError) Error() string { return "ezthrottle: engine unreachable: " + e.err.Error() }
+
+// Unwrap returns the transport's error (e.g. a *net.OpError).
 func (e *networkError) Unwrap() error { return e.err }
 
 // IsUnreachable reports whether err means the proxy or engine could not be

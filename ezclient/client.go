@@ -53,6 +53,7 @@ const (
 	DialectSelfHosted
 )
 
+// String returns "cloud" or "self-hosted".
 func (d Dialect) String() string {
 	switch d {
 	case DialectCloud:

@@ -54,6 +54,7 @@ type ValidationError struct {
 	Unsupported bool
 }
 
+// Error names the field and the reason.
 func (e *ValidationError) Error() string {
 	if e.Field == "" {
 		return "ezthrottle: invalid input: " + e.Reason
@@ -82,6 +83,7 @@ type RateLimitError struct {
 	Message string
 }
 
+// Error includes the server's message and the wait, when known.
 func (e *RateLimitError) Error() string {
 	var b strings.Builder
 	b.WriteString("ezthrottle: rate limited")
@@ -103,10 +105,14 @@ func (e *RateLimitError) Is(target error) bool { return target == ErrRateLimited
 // AuthError reports a 401 (ErrUnauthorized) or a 403 / refused verdict
 // (ErrDenied). It never contains the API key.
 type AuthError struct {
+	// StatusCode is 401 or 403 (403 also stands for a proxy verdict other
+	// than "allowed").
 	StatusCode int
-	Message    string
+	// Message is the server's explanation, e.g. "Invalid API key".
+	Message string
 }
 
+// Error says unauthorized (401) or denied, with the server's message.
 func (e *AuthError) Error() string {
 	kind := "denied"
 	if e.StatusCode == http.StatusUnauthorized {
@@ -140,6 +146,8 @@ type EngineError struct {
 	Proxy bool
 }
 
+// Error says whether the proxy or the engine failed, with the status and
+// message.
 func (e *EngineError) Error() string {
 	who := "engine"
 	if e.Proxy {

@@ -60,6 +60,7 @@ const (
 
 // Trigger is the condition on which a fallback job runs.
 type Trigger struct {
+	// Type is TriggerOnError or TriggerOnTimeout.
 	Type    TriggerType
 	Codes   []int         // for TriggerOnError
 	Timeout time.Duration // for TriggerOnTimeout; sent in whole milliseconds

@@ -22,8 +22,9 @@ type JobInfo struct {
 	// Status is StatusQueued, StatusInFlight, StatusCompleted or
 	// StatusFailed (an engine may report others; they are passed through).
 	Status JobStatus
-	// URL and Method are the job's request as the engine recorded it.
-	URL    string
+	// URL is the job's target URL as the engine recorded it.
+	URL string
+	// Method is the job's HTTP method as the engine recorded it.
 	Method string
 	// CreatedAt is when the engine created the job (zero when not reported
 	// in a known form: unix seconds or milliseconds, or RFC 3339).
