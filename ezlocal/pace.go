@@ -3,9 +3,8 @@ package ezlocal
 import (
 	"context"
 	"fmt"
-	"math"
+	ezthrottle "github.com/ezthrottle/ezthrottle-go"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -34,52 +33,26 @@ type lane struct {
 	wake     chan struct{} // closed (and replaced) when a slot frees or limits change
 }
 
-// parsePace reads the pace headers of a destination's reply (protocol §5):
-// X-Aqueduct-Rps / X-Aqueduct-Max-Concurrent win over X-EZTHROTTLE-RPS /
-// X-EZTHROTTLE-MAX-CONCURRENT when both are present. A value that is empty,
-// not a number, not positive, infinite or beyond the bounds is ignored
-// (ok = false), so a 0 can never stall a host.
-//
-// TODO(unify): the root package exports the same parsers in headers.go; use
-// them once they are stable.
+// parsePace reads the pace headers of a destination's reply (protocol §5)
+// with the root package's parsers, so the engine and the Transport agree on
+// every value: X-Aqueduct-Rps / X-Aqueduct-Max-Concurrent win over
+// X-EZTHROTTLE-RPS / X-EZTHROTTLE-MAX-CONCURRENT when both are present. A
+// value that is empty, not a number, not positive, infinite or beyond the
+// bounds is ignored (ok = false), so a 0 can never stall a host.
 func parsePace(h http.Header) (rps float64, rpsOK bool, conc int, concOK bool) {
 	for _, name := range []string{"X-Aqueduct-Rps", "X-Ezthrottle-Rps"} {
-		if v, ok := parseRPS(h.Get(name)); ok {
+		if v, ok := ezthrottle.ParseRate(h.Get(name)); ok && v > 0 && v <= maxPaceRPS {
 			rps, rpsOK = v, true
 			break
 		}
 	}
 	for _, name := range []string{"X-Aqueduct-Max-Concurrent", "X-Ezthrottle-Max-Concurrent"} {
-		if v, ok := parseConcurrency(h.Get(name)); ok {
+		if v, ok := ezthrottle.ParseConcurrency(h.Get(name)); ok && v >= 1 && v <= maxPaceConcurrency {
 			conc, concOK = v, true
 			break
 		}
 	}
 	return
-}
-
-func parseRPS(s string) (float64, bool) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return 0, false
-	}
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v <= 0 || v > maxPaceRPS {
-		return 0, false
-	}
-	return v, true
-}
-
-func parseConcurrency(s string) (int, bool) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return 0, false
-	}
-	v, err := strconv.Atoi(s)
-	if err != nil || v < 1 || v > maxPaceConcurrency {
-		return 0, false
-	}
-	return v, true
 }
 
 func (e *Engine) pacerLocked(host string) *pacer {
