@@ -237,7 +237,8 @@ type networkError struct{ err error }
 // Error says the engine (or proxy) could not be reached, and why.
 func (e *networkError) Error() string { return "ezthrottle: engine unreachable: " + e.err.Error() }
 
-// Unwrap returns the transport's error (e.g. a *net.OpError).
+// Unwrap returns the transport's error (e.g. a *url.Error wrapping a
+// *net.OpError), so errors.Is/As can inspect the cause.
 func (e *networkError) Unwrap() error { return e.err }
 
 // IsUnreachable reports whether err means the proxy or engine could not be
@@ -290,7 +291,12 @@ func (c *Client) transportError(req *http.Request, err error) error {
 	if ctxErr := req.Context().Err(); ctxErr != nil {
 		return fmt.Errorf("ezthrottle: %s %s: %w", req.Method, req.URL.Redacted(), ctxErr)
 	}
-	return &networkError{err: errors.New(c.scrub(err.Error()))}
+	if msg := err.Error(); c.scrub(msg) != msg {
+		// Never the case in practice (the key is only in a header), but
+		// the original error is kept only when it cannot leak the key.
+		return &networkError{err: errors.New(c.scrub(msg))}
+	}
+	return &networkError{err: err}
 }
 
 func (c *Client) do(req *http.Request) (*http.Response, []byte, error) {
@@ -450,7 +456,10 @@ func redactError(err error, redact []string) {
 		case *RateLimitError:
 			x.Message = s(x.Message)
 		case *networkError:
-			x.err = errors.New(s(x.err.Error()))
+			if msg := x.err.Error(); s(msg) != msg {
+				x.err = errors.New(s(msg))
+				return
+			}
 		}
 		switch u := e.(type) {
 		case interface{ Unwrap() []error }:

@@ -291,6 +291,8 @@ func TestNetworkErrorsAreRetriedAndUnreachable(t *testing.T) {
 	require.Error(t, err)
 	assert.True(t, IsUnreachable(err))
 	assert.NotErrorIs(t, err, ErrEngine)
+	var opErr *net.OpError
+	assert.ErrorAs(t, err, &opErr, "the transport's error is kept for inspection")
 	assert.Len(t, sl.got(), 3)
 	fxNoKey(t, "error", err.Error())
 	fxNoKey(t, "logs", logs.String())

@@ -179,6 +179,10 @@ func WithLogger(l *slog.Logger) Option {
 // "myapp/1.2"; the library's own token is always kept.
 func WithUserAgent(product string) Option {
 	return func(o *options) {
+		if !validHeaderValue(product) {
+			o.errs = append(o.errs, &ValidationError{Field: "User-Agent", Reason: "WithUserAgent: control characters are not allowed"})
+			return
+		}
 		if product != "" {
 			o.c.userAgent = product + " " + o.c.userAgent
 		}
@@ -191,6 +195,10 @@ func WithHeader(key, value string) Option {
 	return func(o *options) {
 		if strings.EqualFold(key, "Authorization") {
 			o.errs = append(o.errs, errors.New("ezthrottle: use WithAPIKey, not WithHeader, for Authorization"))
+			return
+		}
+		if !validHeaderName(key) || !validHeaderValue(value) {
+			o.errs = append(o.errs, &ValidationError{Field: "header", Reason: fmt.Sprintf("WithHeader(%q, ...): invalid header name or value", key)})
 			return
 		}
 		o.c.headers.Add(key, value)

@@ -244,6 +244,9 @@ func TestNewConfiguration(t *testing.T) {
 		{name: "nil local http client", opts: []Option{env(nil), WithAPIKey("k"), WithLocalHTTPClient(nil)}, wantErr: errors.New("any")},
 		{name: "bad retry", opts: []Option{env(nil), WithAPIKey("k"), WithRetry(0, time.Second, time.Second)}, wantErr: errors.New("any")},
 		{name: "retry max below base", opts: []Option{env(nil), WithAPIKey("k"), WithRetry(3, time.Second, time.Millisecond)}, wantErr: errors.New("any")},
+		{name: "header name with a space", opts: []Option{env(nil), WithAPIKey("k"), WithHeader("X Bad", "v")}, wantErr: ErrValidation, wantField: "header"},
+		{name: "header value with CRLF", opts: []Option{env(nil), WithAPIKey("k"), WithHeader("X-Ok", "a\r\nInjected: 1")}, wantErr: ErrValidation, wantField: "header"},
+		{name: "user agent with a newline", opts: []Option{env(nil), WithAPIKey("k"), WithUserAgent("app\n1")}, wantErr: ErrValidation, wantField: "User-Agent"},
 		{name: "authorization via WithHeader", opts: []Option{env(nil), WithAPIKey("k"), WithHeader("authorization", "Bearer x")}, wantErr: errors.New("any")},
 	}
 	for _, tt := range tests {
