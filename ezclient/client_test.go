@@ -348,3 +348,37 @@ func TestSleepCtx(t *testing.T) {
 	assert.NoError(t, sleepCtx(context.Background(), 0))
 	assert.NoError(t, sleepCtx(context.Background(), time.Nanosecond))
 }
+
+func TestSuppressForwarding(t *testing.T) {
+	ctx := context.Background()
+	assert.False(t, ForwardingSuppressed(ctx))
+	s := SuppressForwarding(ctx)
+	assert.True(t, ForwardingSuppressed(s))
+	child, cancel := context.WithCancel(s)
+	defer cancel()
+	assert.True(t, ForwardingSuppressed(child), "inherited by derived contexts")
+	assert.False(t, ForwardingSuppressed(ctx), "the parent is unchanged")
+}
+
+func TestWithUserID(t *testing.T) {
+	c, err := New(withGetenv(func(k string) string {
+		if k == EnvUserID {
+			return "from-env"
+		}
+		return ""
+	}), WithDialect(DialectSelfHosted), WithUserID("from-option"))
+	require.NoError(t, err)
+	assert.Equal(t, "from-option", c.userID)
+}
+
+func TestCloneValueTypes(t *testing.T) {
+	m := map[string]string{"a": "1"}
+	s := []string{"x"}
+	j := &Job{URL: "https://a.b", Metadata: map[string]any{"m": m, "s": s, "n": 1}}
+	c := j.Clone()
+	c.Metadata["m"].(map[string]string)["a"] = "2"
+	c.Metadata["s"].([]string)[0] = "y"
+	assert.Equal(t, "1", m["a"])
+	assert.Equal(t, "x", s[0])
+	assert.Equal(t, 1, c.Metadata["n"])
+}
