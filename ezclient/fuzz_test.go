@@ -178,11 +178,17 @@ func FuzzSSE(f *testing.F) {
 				}
 				return
 			}
+			if se.keepalive {
+				if se.event != "" || se.data != "" {
+					t.Fatalf("keepalive with fields: %+v", se)
+				}
+				continue
+			}
 			if n > len(stream)+1 {
 				t.Fatalf("more events than input bytes")
 			}
 			if strings.ContainsAny(se.event+se.id, "\r\n") || strings.ContainsRune(se.id, 0) {
-				t.Fatalf("line breaks or NUL in a field: %q", se)
+				t.Fatalf("line breaks or NUL in a field: %+v", se)
 			}
 			ev := decodeEvent("job", se)
 			if ev.Type == "" {

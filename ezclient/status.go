@@ -53,6 +53,20 @@ func (c *Client) GetJob(ctx context.Context, jobID string) (*JobInfo, error) {
 	return info, c.redact(err)
 }
 
+// peekJobStatus is a single-attempt status lookup (no retries, no backoff)
+// for opportunistic checks that must not stall their caller.
+func (c *Client) peekJobStatus(ctx context.Context, jobID string) (JobStatus, bool) {
+	r, err := c.callOnce(ctx, http.MethodGet, "/jobs/"+url.PathEscape(jobID), nil, nil)
+	if err != nil || r.status != http.StatusOK {
+		return "", false
+	}
+	info, err := decodeJobInfo(jobID, r.body)
+	if err != nil {
+		return "", false
+	}
+	return info.Status, true
+}
+
 // checkJobLookup validates the arguments of the self-hosted job lookups.
 func (c *Client) checkJobLookup(op, jobID string) error {
 	if c.dialect != DialectSelfHosted {

@@ -69,9 +69,12 @@ func (e Event) Terminal() bool { return e.Type == EventCompleted || e.Type == Ev
 // the first error, or when the loop stops early; leaving the loop closes the
 // connection. Cancelling ctx ends it with ctx's error.
 //
-// When the stream cannot deliver a terminal event — it ends or breaks
-// first, or the job had already finished when the client connected, in
-// which case engines send none — StreamJob looks the job up (GetJob): a
+// A job that had already finished when the client connected gets no
+// terminal event from engines, only keepalives: on the first keepalive that
+// comes before any event, StreamJob looks the job up once (a single
+// attempt) and ends with a terminal Event with FromStatus set if it is
+// final. When the stream ends or breaks without a terminal event,
+// StreamJob looks the job up (GetJob): a
 // final state becomes a terminal Event with FromStatus set; otherwise it
 // reconnects with jittered exponential backoff, giving up with
 // ErrStreamEnded after the client's retry budget (WithRetry) of
@@ -190,6 +193,7 @@ func (c *Client) streamOnce(ctx context.Context, jobID string, lastID *string, y
 	// engine's next event (or forever).
 	defer resp.Body.Close()
 	sr := newSSEReader(resp.Body)
+	looked := false
 	for {
 		se, rerr := sr.next()
 		if rerr != nil {
@@ -200,6 +204,20 @@ func (c *Client) streamOnce(ctx context.Context, jobID string, lastID *string, y
 				return got, false, ctx.Err()
 			}
 			return got, false, &networkError{err: rerr}
+		}
+		if se.keepalive {
+			// Engines send no terminal event to a client that connects
+			// after the job finished: only keepalives. A keepalive before
+			// any event on this (already subscribed) connection is the
+			// moment to ask, once, whether that happened.
+			if !got && !looked {
+				looked = true
+				if st, ok := c.peekJobStatus(ctx, jobID); ok && st.Terminal() {
+					yield(Event{Type: EventType(st), JobID: jobID, FromStatus: true}, nil)
+					return got, true, nil
+				}
+			}
+			continue
 		}
 		*lastID = se.id
 		ev := decodeEvent(jobID, se)
@@ -300,6 +318,9 @@ type sseEvent struct {
 	event string // the "event" field; "" when absent
 	data  string // the "data" lines joined with "\n"
 	id    string // the last event ID seen so far
+	// keepalive marks a comment line seen between events (no other field
+	// is set): the engine is alive but has nothing to say.
+	keepalive bool
 }
 
 // sseReader parses a text/event-stream (the WHATWG HTML "server-sent
@@ -378,7 +399,10 @@ func (r *sseReader) next() (sseEvent, error) {
 			continue
 		}
 		if line[0] == ':' {
-			continue // comment, e.g. a keepalive
+			if !pending {
+				return sseEvent{keepalive: true}, nil
+			}
+			continue // comment inside an event
 		}
 		field, value, _ := strings.Cut(line, ":")
 		value = strings.TrimPrefix(value, " ")

@@ -137,6 +137,7 @@ func TestStreamJobHappyPath(t *testing.T) {
 		"data: \"body\":\"{\\\"ok\\\":true}\"}\n\n",
 		"event: queued\ndata: {}\n\n", // after the terminal event: never read
 	))
+	e.statuses = append(e.statuses, fxStatus(StatusInFlight))
 	c, sl := fxEngineClient(t, e)
 	evs, err := fxCollect(c, context.Background(), "job1")
 	require.NoError(t, err)
@@ -154,7 +155,7 @@ func TestStreamJobHappyPath(t *testing.T) {
 	assert.JSONEq(t, `{"job_id":"job1","response_status":200,"body":"{\"ok\":true}"}`, string(done.Data))
 	streams, statuses := e.counts()
 	assert.Equal(t, 1, streams)
-	assert.Equal(t, 0, statuses, "no status lookup when the stream delivers")
+	assert.Equal(t, 1, statuses, "one lookup, on the keepalive before the first event (the job could have finished already)")
 	assert.Empty(t, sl.got())
 	assert.Equal(t, []string{"text/event-stream"}, e.accepts)
 	assert.Equal(t, "/jobs/job1/stream", e.paths[0])
@@ -181,6 +182,21 @@ func TestStreamJobFallsBackToStatus(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, evs, 1)
 		assert.Equal(t, Event{Type: EventCompleted, JobID: "job1", FromStatus: true}, evs[0])
+		assert.Empty(t, sl.got())
+	})
+	t.Run("job finished before connecting: keepalives forever, never a terminal event", func(t *testing.T) {
+		e := fxNewEngine(t)
+		e.streams = append(e.streams, fxSSEThenHang(": keepalive\n\n"))
+		e.statuses = append(e.statuses, fxStatus(StatusCompleted))
+		c, sl := fxEngineClient(t, e)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a safety net, not a timing assertion
+		defer cancel()
+		ev, err := c.WaitJob(ctx, "job1")
+		require.NoError(t, err, "WaitJob must not wait on keepalives for a job that already finished")
+		assert.Equal(t, Event{Type: EventCompleted, JobID: "job1", FromStatus: true}, ev)
+		streams, statuses := e.counts()
+		assert.Equal(t, 1, streams)
+		assert.Equal(t, 1, statuses, "one lookup, on the first keepalive")
 		assert.Empty(t, sl.got())
 	})
 	t.Run("stream breaks with a 500, status says failed", func(t *testing.T) {
@@ -383,6 +399,9 @@ func TestSSEReader(t *testing.T) {
 				if err != nil {
 					break
 				}
+				if ev.keepalive {
+					continue // reported between events; see TestSSEReaderKeepalive
+				}
 				got = append(got, ev)
 			}
 			assert.Equal(t, tt.want, got)
@@ -407,6 +426,21 @@ func (r *fxOneByteReader) Read(p []byte) (int, error) {
 	p[0] = r.s[0]
 	r.s = r.s[1:]
 	return 1, nil
+}
+
+func TestSSEReaderKeepalive(t *testing.T) {
+	r := newSSEReader(strings.NewReader(": ping\n\nevent: a\n: inside\ndata: 1\n\n: ping\n"))
+	var got []sseEvent
+	for {
+		ev, err := r.next()
+		if err != nil {
+			require.ErrorIs(t, err, io.EOF)
+			break
+		}
+		got = append(got, ev)
+	}
+	assert.Equal(t, []sseEvent{{keepalive: true}, {event: "a", data: "1"}, {keepalive: true}}, got,
+		"comments between events are reported as keepalives; a comment inside an event is not")
 }
 
 func TestSSEReaderSplitCRLF(t *testing.T) {
