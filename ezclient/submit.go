@@ -74,6 +74,16 @@ type selfHostedJob struct {
 // HashKey(userID, method, url, body), so retries and repeats de-duplicate
 // as the HASH strategy promises.
 func (c *Client) Submit(ctx context.Context, job *Job) (*Submission, error) {
+	sub, err := c.submit(ctx, job)
+	if err != nil && job != nil {
+		// An engine reply may echo the job: keep its credentials (header
+		// values, URL user info and query secrets) out of the messages.
+		redactError(err, jobSecrets(job))
+	}
+	return sub, err
+}
+
+func (c *Client) submit(ctx context.Context, job *Job) (*Submission, error) {
 	if job == nil {
 		return nil, invalid("job", "nil job")
 	}
