@@ -305,14 +305,19 @@ func (t *Transport) submit(req *http.Request, hi *hostInfo, body []byte, reason 
 		return nil, &ForwardFailedError{Reason: reason, Host: hi.key, Err: ErrBodyNotUTF8}
 	}
 	job := t.buildJob(req, body)
-	// Observation point: the job is about to be submitted (host key, reason).
-	sub, err := t.cfg.submitter.Submit(ctx, job)
+	// The submission is a child span; the job carries its trace context.
+	sctx, span := t.tel.submitBegin(ctx, hi.key, reason, status)
+	t.tel.inject(sctx, job, t.jobMeta)
+	sub, err := t.cfg.submitter.Submit(sctx, job)
+	if err == nil && (sub == nil || sub.JobID == "") {
+		err = errors.New("ezthrottle: submitter returned no job ID")
+	}
 	if err != nil {
+		err = t.tel.redact(req, err) // the engine may echo the request's secrets
+		t.tel.submitEnd(span, nil, err)
 		return nil, &ForwardFailedError{Reason: reason, Host: hi.key, Err: err}
 	}
-	if sub == nil || sub.JobID == "" {
-		return nil, &ForwardFailedError{Reason: reason, Host: hi.key, Err: errors.New("ezthrottle: submitter returned no job ID")}
-	}
+	t.tel.submitEnd(span, sub, nil)
 	info := &ForwardInfo{Submission: *sub, Reason: reason, UpstreamStatus: status, Host: hi.key}
 	if info.Submission.IdempotentKey == "" {
 		info.Submission.IdempotentKey = job.IdempotentKey

@@ -23,13 +23,17 @@ type observer interface {
 	// forwardFailed is called when forwarding was attempted and failed
 	// (err is a *ForwardFailedError); the caller gets the original outcome.
 	forwardFailed(ctx context.Context, err error)
+	// timing reports whether the request's throttle wait must be measured
+	// (throttled is called only then).
+	timing(ctx context.Context) bool
 }
 
 // acquire runs the limiter for one request (the throttle-wait observation
 // point).
 func (t *Transport) acquire(ctx context.Context, hi *hostInfo, adm Admission) (Permit, error) {
 	var start time.Time
-	if t.obs != nil {
+	timed := t.obs != nil && t.obs.timing(ctx)
+	if timed {
 		start = t.clock.Now()
 	}
 	var (
@@ -41,7 +45,7 @@ func (t *Transport) acquire(ctx context.Context, hi *hostInfo, adm Admission) (P
 	} else {
 		p, err = t.limiter.Acquire(ctx, adm)
 	}
-	if t.obs != nil {
+	if timed {
 		t.obs.throttled(ctx, hi.key, t.clock.Now().Sub(start), err)
 	}
 	return p, err

@@ -3,7 +3,6 @@ package ezthrottle
 import (
 	"context"
 	"errors"
-	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -269,8 +268,11 @@ func newTelemetry(c telemetryConfig, clock Clock) *telemetry {
 	return tm
 }
 
-// reqTel is the telemetry state of one request (on the RoundTrip stack).
-type reqTel struct {
+// reqState is the telemetry state of one request. It travels in the
+// request's context, and exists only when something records: a recording
+// span, the Transport's own span (WithRequestSpan), or an enabled metric.
+// Without it the Transport's observation points cost nothing.
+type reqState struct {
 	span     trace.Span // the span annotated: the Transport's own, or the active one
 	rec      bool       // span is recording
 	own      bool       // span was started by the Transport
@@ -279,18 +281,40 @@ type reqTel struct {
 	reason   ForwardReason
 }
 
-// begin returns the state of a request annotating the active span of ctx.
-func (tm *telemetry) begin(ctx context.Context) reqTel {
+type reqStateKey struct{}
+
+func stateFrom(ctx context.Context) *reqState {
+	st, _ := ctx.Value(reqStateKey{}).(*reqState)
+	return st
+}
+
+// begin returns the request to pass on (a shallow copy carrying the
+// request's telemetry state in its context) and the state; it returns req
+// itself and nil when nothing records.
+func (tm *telemetry) begin(req *http.Request) (*http.Request, *reqState) {
+	ctx := req.Context()
 	sp := trace.SpanFromContext(ctx)
-	return reqTel{span: sp, rec: sp.IsRecording()}
+	rec := sp.IsRecording()
+	if !rec && !tm.requestSpan && !tm.requests.Enabled(ctx) && !tm.wait.Enabled(ctx) {
+		return req, nil
+	}
+	st := &reqState{span: sp, rec: rec}
+	var hdr http.Header
+	if tm.requestSpan {
+		ctx, hdr = tm.startRequest(ctx, req, st)
+	}
+	out := req.WithContext(context.WithValue(ctx, reqStateKey{}, st))
+	if hdr != nil {
+		out.Header = hdr
+	}
+	return out, st
 }
 
 // startRequest starts the Transport's own client span for req
-// (WithRequestSpan). It returns a shallow copy of req carrying the span in
-// its context and, when the propagators inject anything, a copy of its
-// header with the span context injected.
-func (tm *telemetry) startRequest(req *http.Request) (*http.Request, reqTel) {
-	ctx := req.Context()
+// (WithRequestSpan), with the HTTP client semantic conventions' request
+// attributes. It returns a copy of req's header with the span context
+// injected when the propagators inject anything (else nil).
+func (tm *telemetry) startRequest(ctx context.Context, req *http.Request, st *reqState) (context.Context, http.Header) {
 	name, method, orig := methodAttrs(req.Method)
 	attrs := make([]attribute.KeyValue, 0, 5)
 	attrs = append(attrs, method)
@@ -304,81 +328,82 @@ func (tm *telemetry) startRequest(req *http.Request) (*http.Request, reqTel) {
 	}
 	ctx, span := tm.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithTimestamp(tm.clock.Now()), trace.WithAttributes(attrs...))
-	out := req.WithContext(ctx)
-	if span.SpanContext().IsValid() && len(tm.prop.Fields()) > 0 {
-		out.Header = req.Header.Clone()
-		if out.Header == nil {
-			out.Header = http.Header{}
-		}
-		tm.prop.Inject(ctx, propagation.HeaderCarrier(out.Header))
+	st.span, st.rec, st.own = span, span.IsRecording(), true
+	if !span.SpanContext().IsValid() || len(tm.prop.Fields()) == 0 {
+		return ctx, nil
 	}
-	return out, reqTel{span: span, rec: span.IsRecording(), own: true}
+	h := req.Header.Clone()
+	if h == nil {
+		h = http.Header{}
+	}
+	tm.prop.Inject(ctx, propagation.HeaderCarrier(h))
+	return ctx, h
 }
 
-// throttleTel is the telemetry state of one throttle wait.
-type throttleTel struct {
-	span  trace.Span
-	start time.Time
-	timed bool
-}
+// timing reports whether the throttle wait of the request must be
+// measured (the observer calls throttled only then).
+func (tm *telemetry) timing(ctx context.Context) bool { return stateFrom(ctx) != nil }
 
-// throttleBegin starts timing the throttle wait when anything records it,
-// and the SpanThrottle child span when the request's span records. The
-// returned context is for the Limiter only.
-func (tm *telemetry) throttleBegin(ctx context.Context, rt *reqTel, hi *hostInfo) (context.Context, throttleTel) {
-	var th throttleTel
-	if !rt.rec && !tm.wait.Enabled(ctx) {
-		return ctx, th
-	}
-	th.timed, th.start = true, tm.clock.Now()
-	if rt.rec {
-		attrs := make([]attribute.KeyValue, 0, 3)
-		attrs = append(attrs, AttrHost.String(hi.key))
-		if r := hi.limit.Rate; !math.IsInf(r, 1) {
-			attrs = append(attrs, AttrLimitRate.Float64(r))
-		}
-		if hi.limit.MaxInFlight > 0 {
-			attrs = append(attrs, AttrLimitMaxInFlight.Int(hi.limit.MaxInFlight))
-		}
-		ctx, th.span = tm.tracer.Start(ctx, SpanThrottle, trace.WithTimestamp(th.start), trace.WithAttributes(attrs...))
-	}
-	return ctx, th
-}
-
-// throttleEnd records the end of the throttle wait (err is the Limiter's).
-func (tm *telemetry) throttleEnd(ctx context.Context, rt *reqTel, th *throttleTel, hi *hostInfo, err error) {
-	rt.admitted = err == nil
-	if !th.timed {
+// throttled records the throttle wait (err is the Limiter's): the
+// histogram, the SpanThrottle child span (started back at the beginning of
+// the wait) and the request span's attributes.
+func (tm *telemetry) throttled(ctx context.Context, host string, wait time.Duration, err error) {
+	st := stateFrom(ctx)
+	if st == nil {
 		return
 	}
-	now := tm.clock.Now()
-	secs := max(now.Sub(th.start), 0).Seconds()
+	st.admitted = err == nil
+	wait = max(wait, 0)
+	secs := wait.Seconds()
 	opt := tm.waitOK
 	if err != nil {
 		opt = tm.waitRejected
 	}
 	tm.wait.Record(ctx, secs, opt)
-	if th.span != nil {
-		th.span.SetAttributes(AttrThrottleWait.Float64(secs), AttrThrottleAdmitted.Bool(err == nil))
-		if err != nil {
-			th.span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
-			th.span.SetStatus(codes.Error, err.Error()) // host key and durations only
-		}
-		th.span.End(trace.WithTimestamp(now))
+	if !st.rec {
+		return
 	}
-	if rt.rec {
-		rt.span.SetAttributes(AttrHost.String(hi.key), AttrThrottleWait.Float64(secs))
+	now := tm.clock.Now()
+	_, span := tm.tracer.Start(ctx, SpanThrottle, trace.WithTimestamp(now.Add(-wait)),
+		trace.WithAttributes(AttrHost.String(host), AttrThrottleWait.Float64(secs), AttrThrottleAdmitted.Bool(err == nil)))
+	if err != nil {
+		span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
+		span.SetStatus(codes.Error, err.Error()) // host key and durations only
 	}
+	span.End(trace.WithTimestamp(now))
+	st.span.SetAttributes(AttrHost.String(host), AttrThrottleWait.Float64(secs))
+}
+
+// learned records the rate-limit signals of a response as an event of the
+// request's span.
+func (tm *telemetry) learned(ctx context.Context, host string, s Signals) {
+	st := stateFrom(ctx)
+	if st == nil || !st.rec {
+		return
+	}
+	attrs := make([]attribute.KeyValue, 0, 4)
+	attrs = append(attrs, AttrHost.String(host))
+	if s.HasRPS {
+		attrs = append(attrs, attribute.Float64("ezthrottle.learned.rate", s.RPS))
+	}
+	if s.HasMaxConcurrent {
+		attrs = append(attrs, attribute.Int("ezthrottle.learned.max_in_flight", s.MaxConcurrent))
+	}
+	if !s.PauseUntil.IsZero() {
+		attrs = append(attrs, attribute.Float64("ezthrottle.learned.pause", max(s.PauseUntil.Sub(tm.clock.Now()), 0).Seconds()))
+	}
+	st.span.AddEvent("ezthrottle.learned", trace.WithAttributes(attrs...))
 }
 
 // submitBegin starts the SpanSubmit child span when the request's span
 // records. The returned context is the one to submit (and propagate) with.
-func (tm *telemetry) submitBegin(ctx context.Context, rt *reqTel, hi *hostInfo, reason ForwardReason, status int) (context.Context, trace.Span) {
-	if rt == nil || !rt.rec {
+func (tm *telemetry) submitBegin(ctx context.Context, host string, reason ForwardReason, status int) (context.Context, trace.Span) {
+	st := stateFrom(ctx)
+	if st == nil || !st.rec {
 		return ctx, nil
 	}
 	attrs := make([]attribute.KeyValue, 0, 3)
-	attrs = append(attrs, AttrHost.String(hi.key), AttrForwardReason.String(string(reason)))
+	attrs = append(attrs, AttrHost.String(host), AttrForwardReason.String(string(reason)))
 	if status != 0 {
 		attrs = append(attrs, AttrUpstreamStatus.Int(status))
 	}
@@ -386,17 +411,17 @@ func (tm *telemetry) submitBegin(ctx context.Context, rt *reqTel, hi *hostInfo, 
 }
 
 // submitEnd ends the SpanSubmit span. err must already be redacted.
-func (tm *telemetry) submitEnd(span trace.Span, info *ForwardInfo, err error) {
+func (tm *telemetry) submitEnd(span trace.Span, sub *ezclient.Submission, err error) {
 	if span == nil {
 		return
 	}
 	if err != nil {
 		span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
 		span.SetStatus(codes.Error, err.Error())
-	} else if info != nil {
-		span.SetAttributes(AttrJobID.String(info.Submission.JobID))
-		if info.Submission.IdempotentKey != "" {
-			span.SetAttributes(AttrIdempotentKey.String(info.Submission.IdempotentKey))
+	} else if sub != nil {
+		span.SetAttributes(AttrJobID.String(sub.JobID))
+		if sub.IdempotentKey != "" {
+			span.SetAttributes(AttrIdempotentKey.String(sub.IdempotentKey))
 		}
 	}
 	span.End(trace.WithTimestamp(tm.clock.Now()))
@@ -436,28 +461,30 @@ func (tm *telemetry) inject(ctx context.Context, job *ezclient.Job, metadata boo
 }
 
 // forwarded records a successful forward on the request's span.
-func (tm *telemetry) forwarded(rt *reqTel, info *ForwardInfo) {
-	if rt == nil {
+func (tm *telemetry) forwarded(ctx context.Context, info *ForwardInfo) {
+	st := stateFrom(ctx)
+	if st == nil {
 		return
 	}
-	rt.outcome, rt.reason = OutcomeForwarded, info.Reason
-	if !rt.rec {
+	st.outcome, st.reason = OutcomeForwarded, info.Reason
+	if !st.rec {
 		return
 	}
-	rt.span.SetAttributes(AttrForwarded.Bool(true), AttrForwardReason.String(string(info.Reason)),
+	st.span.SetAttributes(AttrForwarded.Bool(true), AttrForwardReason.String(string(info.Reason)),
 		AttrJobID.String(info.Submission.JobID))
 	if info.Submission.IdempotentKey != "" {
-		rt.span.SetAttributes(AttrIdempotentKey.String(info.Submission.IdempotentKey))
+		st.span.SetAttributes(AttrIdempotentKey.String(info.Submission.IdempotentKey))
 	}
 	if info.UpstreamStatus != 0 {
-		rt.span.SetAttributes(AttrUpstreamStatus.Int(info.UpstreamStatus))
+		st.span.SetAttributes(AttrUpstreamStatus.Int(info.UpstreamStatus))
 	}
 }
 
 // forwardFailed records a failed forward on the request's span. err must
 // already be redacted.
-func (tm *telemetry) forwardFailed(rt *reqTel, err error) {
-	if rt == nil {
+func (tm *telemetry) forwardFailed(ctx context.Context, err error) {
+	st := stateFrom(ctx)
+	if st == nil {
 		return
 	}
 	var reason ForwardReason
@@ -465,21 +492,22 @@ func (tm *telemetry) forwardFailed(rt *reqTel, err error) {
 	if errors.As(err, &ffe) {
 		reason = ffe.Reason
 	}
-	rt.outcome, rt.reason = OutcomeForwardFailed, reason
-	if !rt.rec {
+	st.outcome, st.reason = OutcomeForwardFailed, reason
+	if !st.rec {
 		return
 	}
-	rt.span.SetAttributes(AttrForwarded.Bool(false), AttrForwardReason.String(string(reason)))
-	rt.span.AddEvent("ezthrottle.forward_failed", trace.WithAttributes(
+	st.span.SetAttributes(AttrForwarded.Bool(false), AttrForwardReason.String(string(reason)))
+	st.span.AddEvent("ezthrottle.forward_failed", trace.WithAttributes(
 		semconv.ErrorTypeKey.String(errorType(err)), semconv.ExceptionMessage(err.Error())))
 }
 
 // finish counts the request's outcome and ends the Transport's own span.
-func (tm *telemetry) finish(ctx context.Context, req *http.Request, rt *reqTel, resp *http.Response, err error) {
-	o := rt.outcome
+func (tm *telemetry) finish(req *http.Request, st *reqState, resp *http.Response, err error) {
+	ctx := req.Context()
+	o := st.outcome
 	if o == "" {
 		switch {
-		case !rt.admitted:
+		case !st.admitted:
 			o = OutcomeRejected
 		case err != nil:
 			o = OutcomeError
@@ -487,30 +515,30 @@ func (tm *telemetry) finish(ctx context.Context, req *http.Request, rt *reqTel, 
 			o = OutcomePassed
 		}
 	}
-	tm.requests.Add(ctx, 1, tm.outcomes[outcomeSlot(o, rt.reason)])
-	if !rt.rec {
-		if rt.own {
-			rt.span.End()
+	tm.requests.Add(ctx, 1, tm.outcomes[outcomeSlot(o, st.reason)])
+	if !st.rec {
+		if st.own {
+			st.span.End()
 		}
 		return
 	}
-	rt.span.SetAttributes(AttrOutcome.String(string(o)))
-	if !rt.own {
+	st.span.SetAttributes(AttrOutcome.String(string(o)))
+	if !st.own {
 		return
 	}
 	var fe *ForwardedError
 	switch {
 	case err != nil && !errors.As(err, &fe):
-		rt.span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
-		rt.span.SetStatus(codes.Error, scrub(err.Error(), tm.secretsOf(req)))
+		st.span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
+		st.span.SetStatus(codes.Error, scrub(err.Error(), tm.secretsOf(req)))
 	case resp != nil:
-		rt.span.SetAttributes(semconv.HTTPResponseStatusCode(resp.StatusCode))
+		st.span.SetAttributes(semconv.HTTPResponseStatusCode(resp.StatusCode))
 		if resp.StatusCode >= 400 {
-			rt.span.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(resp.StatusCode)))
-			rt.span.SetStatus(codes.Error, "")
+			st.span.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(resp.StatusCode)))
+			st.span.SetStatus(codes.Error, "")
 		}
 	}
-	rt.span.End(trace.WithTimestamp(tm.clock.Now()))
+	st.span.End(trace.WithTimestamp(tm.clock.Now()))
 }
 
 // redact returns err, wrapped so that its message carries none of req's
@@ -580,7 +608,7 @@ func (tm *telemetry) secretsOf(req *http.Request) []string {
 
 // minSecretLen is the shortest value scrubbed (shorter ones would match
 // ordinary text).
-const minSecretLen = 4
+const minSecretLen = 6
 
 func appendSecret(out []string, v string) []string {
 	v = strings.TrimSpace(v)

@@ -19,11 +19,27 @@ import (
 // GetBody is wrapped (in a shallow copy of the request) to capture it for
 // forwarding. When forwarding is impossible or fails the caller receives the
 // upstream's response, body unread, or its error.
+//
+// With OpenTelemetry (see WithTracerProvider, WithMeterProvider and
+// WithRequestSpan) the request passed on carries the request's telemetry
+// state in its context, and a traceparent header with WithRequestSpan; it
+// is then a shallow copy (with a copied header).
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req == nil || req.URL == nil {
 		closeRequestBody(req)
 		return nil, errors.New("ezthrottle: RoundTrip: nil request or URL")
 	}
+	r, st := t.tel.begin(req)
+	if st == nil {
+		return t.roundTrip(req)
+	}
+	resp, err := t.roundTrip(r)
+	t.tel.finish(r, st, resp, err)
+	return resp, err
+}
+
+// roundTrip is RoundTrip without the telemetry bracket.
+func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	hi := t.hostFor(req.URL)
 	fwd := t.cfg.submitter != nil && !ezclient.ForwardingSuppressed(ctx)

@@ -136,6 +136,8 @@ type config struct {
 	jobDefaults      []JobOption
 	keyStrategy      KeyStrategy
 
+	tel telemetryConfig // OpenTelemetry (otel.go)
+
 	errs []error
 }
 
@@ -439,6 +441,8 @@ type Transport struct {
 	limiter Limiter
 	mem     *MemoryLimiter // limiter, when it is the in-memory one
 	obs     observer       // nil: no observation (see observe.go)
+	tel     *telemetry     // OpenTelemetry (otel.go); also obs
+	jobMeta bool           // forwarded jobs may carry metadata (not self-hosted)
 	bufPool sync.Pool      // *[]byte capture buffers
 	clock   Clock
 	log     *slog.Logger
@@ -533,6 +537,13 @@ func newTransport(c config) *Transport {
 	for i := range t.keys {
 		m := make(map[string]*hostInfo)
 		t.keys[i].m.Store(&m)
+	}
+	t.tel = newTelemetry(c.tel, c.clock)
+	t.obs = t.tel
+	t.tel.registerGauges(t)
+	t.jobMeta = true
+	if cl, ok := c.submitter.(*ezclient.Client); ok && cl.Dialect() == ezclient.DialectSelfHosted {
+		t.jobMeta = false // self-hosted jobs have no metadata
 	}
 	return t
 }
