@@ -293,9 +293,20 @@ func TestRedisOutageMidRun(t *testing.T) {
 	require.NoError(t, err)
 	a2, err := ps[0].limiter.Acquire(wctx, ezthrottle.Admission{Key: hk, Limit: lim})
 	require.NoError(t, err)
-	rctx, rcancel := context.WithTimeout(bg, 100*time.Millisecond)
-	defer rcancel()
-	require.ErrorIs(t, ps[1].get(rctx, srv.URL), ezthrottle.ErrThrottled)
+	for attempt := 1; ; attempt++ {
+		errs := ps[1].limiter.Stats().Errors
+		rctx, rcancel := context.WithTimeout(bg, 100*time.Millisecond)
+		err := ps[1].get(rctx, srv.URL)
+		rcancel()
+		if errors.Is(err, ezthrottle.ErrThrottled) {
+			break
+		}
+		// A pooled connection cut by the proxy may still fail once after
+		// the recovery; the fallback then serves that request. Try again.
+		require.Greater(t, ps[1].limiter.Stats().Errors, errs, "pod 1 was admitted although pod 0 holds the shared cap: %v", err)
+		require.Less(t, attempt, 5)
+		time.Sleep(30 * time.Millisecond) // past the probe interval
+	}
 	a1.Release()
 	require.NoError(t, ps[1].get(wctx, srv.URL))
 	a2.Release()

@@ -110,6 +110,13 @@ func (c *fakeClock) NewTimer(d time.Duration) ezthrottle.Timer {
 	return t
 }
 
+// pending counts the timers not fired yet.
+func (c *fakeClock) pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.timers)
+}
+
 func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -262,6 +262,7 @@ func TestLostLeaseIsCounted(t *testing.T) {
 	require.NoError(t, err)
 	// Someone (an operator, a Redis failover) drops the lease set.
 	require.NoError(t, rdb.Del(ctx, l.keys(host).leases).Err())
+	waitFor(t, "the renewer to wait for its tick", func() bool { return clk.pending() == 1 })
 	clk.Advance(10 * time.Second) // the renewer's tick
 	require.Eventually(t, func() bool { return l.Stats().LeasesLost == 1 }, 5*time.Second, time.Millisecond)
 	assert.Zero(t, l.Stats().LeasesHeld, "a lost lease is no longer renewed")
@@ -582,4 +583,22 @@ func TestInspectError(t *testing.T) {
 	_, err := l.Inspect(context.Background(), host)
 	require.Error(t, err)
 	assert.True(t, errors.Is(err, errRedisDown))
+}
+
+func TestShortLeaseTTLDoesNotExpireOthersLeases(t *testing.T) {
+	addr, prefix := redisAddr(t), testPrefix(t)
+	rdb := newClient(t, addr)
+	long := newTestLimiter(t, rdb, WithPrefix(prefix), WithLeaseTTL(time.Minute))
+	short := newTestLimiter(t, newClient(t, addr), WithPrefix(prefix), WithLeaseTTL(100*time.Millisecond))
+	ctx := context.Background()
+	a := adm(math.Inf(1), 1, 5)
+	p, err := long.Acquire(ctx, a)
+	require.NoError(t, err)
+	defer p.Release()
+	q, err := short.Acquire(ctx, a)
+	require.NoError(t, err)
+	q.Release()
+	pttl, err := rdb.PTTL(ctx, long.keys(host).leases).Result()
+	require.NoError(t, err)
+	assert.Greater(t, pttl, 50*time.Second, "the lease set lives as long as its longest lease")
 }

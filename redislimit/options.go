@@ -56,7 +56,8 @@ func (c *config) fail(format string, args ...any) {
 // WithPrefix sets the namespace of the Limiter's keys (default
 // DefaultPrefix). Processes share a limit when they use the same Redis, the
 // same prefix and the same host key; give unrelated deployments (or tests)
-// different prefixes.
+// different prefixes. Keep braces out of the prefix: the host is the keys'
+// Redis Cluster hash tag.
 func WithPrefix(prefix string) Option {
 	return func(c *config) { c.prefix = prefix }
 }

@@ -10,7 +10,9 @@ import "github.com/redis/go-redis/v9"
 // keeps them in one slot):
 //
 //	<prefix>{<host>}:t  GCRA theoretical arrival time (string, µs), PX expiry
-//	<prefix>{<host>}:f  leases in flight (sorted set: lease ID -> expiry µs)
+//	<prefix>{<host>}:f  leases in flight (sorted set: lease ID -> expiry µs),
+//	                    PX expiry after the last lease's (processes may
+//	                    use different lease TTLs)
 //	<prefix>{<host>}:l  learned limits (hash: i = interval µs, s = max in
 //	                    flight, p = paused until µs), PX expiry
 
@@ -64,7 +66,8 @@ if interval > 0 then
 end
 if slots > 0 then
   redis.call('ZADD', KEYS[2], string.format('%d', now + ttl), ARGV[4])
-  redis.call('PEXPIRE', KEYS[2], math.floor(ttl / 1000) + 1000)
+  local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIRE', KEYS[2], math.floor((tonumber(last[2]) - now) / 1000) + 1000)
   return {1, 0, 0, interval, slots, 1}
 end
 return {1, 0, 0, interval, slots, 0}
@@ -123,7 +126,10 @@ for i = 2, #ARGV do
     lost[#lost + 1] = ARGV[i]
   end
 end
-if n > 0 then redis.call('PEXPIRE', KEYS[1], math.floor(ttl / 1000) + 1000) end
+if n > 0 then
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIRE', KEYS[1], math.floor((tonumber(last[2]) - now) / 1000) + 1000)
+end
 return lost
 `
 
