@@ -3,7 +3,9 @@ package ezthrottle_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -501,4 +503,35 @@ func TestTelemetryWithOtelhttp(t *testing.T) {
 			assert.Len(t, k.spans(ezthrottle.SpanSubmit), 2)
 		})
 	}
+}
+
+// ExampleWithTracerProvider records the Transport's spans for a request
+// answered 429 and forwarded: the throttle wait and the engine submission
+// are children of the Transport's own client span (WithRequestSpan; with
+// otelhttp around the Transport they are children of otelhttp's span).
+func ExampleWithTracerProvider() {
+	sr := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	api := rtFunc(func(r *http.Request) (*http.Response, error) { return respond(r, 429, "slow down"), nil })
+	tr, err := ezthrottle.New(ezthrottle.WithBase(api), ezthrottle.WithForwarding(&fakeSubmitter{}),
+		ezthrottle.WithTracerProvider(tp), ezthrottle.WithPropagators(propagation.TraceContext{}),
+		ezthrottle.WithRequestSpan())
+	if err != nil {
+		panic(err)
+	}
+	resp, err := (&http.Client{Transport: tr}).Get("https://api.example.com/v1/items")
+	if err != nil {
+		panic(err)
+	}
+	_ = resp.Body.Close()
+	for _, s := range sr.Ended() {
+		a := attrs(s)
+		fmt.Println(strings.TrimSpace(strings.Join([]string{s.Name(), a[ezthrottle.AttrOutcome].Emit(),
+			a[ezthrottle.AttrJobID].Emit(), a["http.response.status_code"].Emit()}, " ")))
+	}
+	// Output:
+	// ezthrottle.throttle
+	// ezthrottle.submit  job_1
+	// GET forwarded job_1 202
 }

@@ -57,6 +57,10 @@
 //     first of them that is up. Cloud deliveries are signed with the
 //     customer's primary secret. Self-hosted jobs are "completed" when the
 //     destination replied at all, "failed" when it could not be reached.
+//   - Tracing: a job runs under a span (SpanJob) continuing the trace
+//     context of its metadata or headers, with a client span per attempt and
+//     per webhook delivery whose context the request carries (see
+//     WithTracerProvider).
 //   - Requests to destinations and webhooks carry X-EZThrottle-Job-ID and
 //     X-EZThrottle-Region headers. The proxy serves target_url by its path
 //     alone, whatever its host.

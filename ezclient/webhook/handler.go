@@ -39,6 +39,14 @@ import (
 //
 // Results go to a Store (its own, or the one given by WithStore) where code
 // can Wait for them or Subscribe to them. Safe for concurrent use.
+//
+// Each delivery is recorded as an OpenTelemetry span (SpanName; see
+// WithTracerProvider and WithPropagators): a child of the request
+// context's span when there is one (an otelhttp handler around the
+// Handler), else of the trace context in the delivery's headers, with the
+// job ID, idempotent key, status and answer as attributes, and a link to the
+// trace that submitted the job when the result's metadata carries one
+// (OriginSpanContext). The callback's context carries the span's context.
 type Handler struct {
 	store    *Store
 	ownStore bool
