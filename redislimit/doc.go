@@ -45,9 +45,10 @@
 //
 // Requests of one process wait for a host in arrival order: only the first
 // asks Redis, the others queue behind it. Across processes the order is
-// best effort: when a turn frees up, whichever process asks first gets it.
-// Nobody starves for long (every process's first waiter asks at least once
-// per turn), but a request in one pod may overtake an older one in another.
+// best effort: there is no queue in Redis, and when a turn frees up,
+// whichever process asks first gets it. A request in one pod may overtake
+// an older one in another, and a pod that keeps losing that race waits
+// longer than its share (bounded, as always, by the request's deadline).
 //
 // # When Redis is unavailable
 //

@@ -24,6 +24,7 @@ type UnavailableError struct {
 	Err error
 }
 
+// Error describes the refusal and the Redis error.
 func (e *UnavailableError) Error() string {
 	return fmt.Sprintf("redislimit: redis unavailable, %s not admitted: %v", e.Host, e.Err)
 }
