@@ -2,9 +2,12 @@ package ezthrottle_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -534,4 +537,32 @@ func ExampleWithTracerProvider() {
 	// ezthrottle.throttle
 	// ezthrottle.submit  job_1
 	// GET forwarded job_1 202
+}
+
+// A job for a self-hosted engine carries the trace context in its headers
+// only: self-hosted jobs have no metadata (and would be rejected with it).
+func TestTelemetrySelfHostedJobHasNoMetadata(t *testing.T) {
+	k := newOtelKit(t)
+	var got map[string]any
+	engine := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewDecoder(r.Body).Decode(&got)
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, `{"job_id":"0123456789abcdef0123456789abcdef","status":"queued"}`)
+	}))
+	defer engine.Close()
+	cl, err := ezclient.New(ezclient.WithSelfHosted(engine.URL, "u1"))
+	require.NoError(t, err)
+	base := rtFunc(func(r *http.Request) (*http.Response, error) { return respond(r, 429, "busy"), nil })
+	tr := mustNew(t, append(k.opts(), ezthrottle.WithBase(base),
+		ezthrottle.WithClient(cl, ezthrottle.JobWebhook("https://hooks.example.com/x")))...)
+	ctx, caller := k.caller("call")
+	resp, err := get(t, tr, ctx, "https://api.example.com/x")
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	caller.End()
+	require.True(t, ezthrottle.IsForwarded(resp))
+	headers, _ := got["headers"].(map[string]any)
+	assert.Contains(t, headers["traceparent"], caller.SpanContext().TraceID().String())
+	_, hasMeta := got["metadata"]
+	assert.False(t, hasMeta)
 }
