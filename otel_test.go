@@ -336,7 +336,7 @@ func TestTelemetryForwardFailure(t *testing.T) {
 	assert.NotContains(t, s.Status().Description, "sk_live_SECRET")
 	assert.Contains(t, s.Status().Description, "REDACTED")
 	for _, kv := range failed[0].Attributes {
-		assert.NotContains(t, kv.Value.Emit(), "sk_live_SECRET")
+		assert.NotContains(t, kv.Value.String(), "sk_live_SECRET")
 	}
 	require.Error(t, receipt.Err())
 	assert.NotContains(t, receipt.Err().Error(), "sk_live_SECRET")
@@ -530,8 +530,8 @@ func ExampleWithTracerProvider() {
 	_ = resp.Body.Close()
 	for _, s := range sr.Ended() {
 		a := attrs(s)
-		fmt.Println(strings.TrimSpace(strings.Join([]string{s.Name(), a[ezthrottle.AttrOutcome].Emit(),
-			a[ezthrottle.AttrJobID].Emit(), a["http.response.status_code"].Emit()}, " ")))
+		fmt.Println(strings.TrimSpace(strings.Join([]string{s.Name(), a[ezthrottle.AttrOutcome].String(),
+			a[ezthrottle.AttrJobID].String(), a["http.response.status_code"].String()}, " ")))
 	}
 	// Output:
 	// ezthrottle.throttle

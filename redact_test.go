@@ -147,11 +147,11 @@ func TestNoSecretsInLogsSpansOrErrors(t *testing.T) {
 	for _, s := range k.sr.Ended() {
 		spanText.WriteString(s.Name() + " " + s.Status().Description + "\n")
 		for _, kv := range s.Attributes() {
-			spanText.WriteString(string(kv.Key) + "=" + kv.Value.Emit() + "\n")
+			spanText.WriteString(string(kv.Key) + "=" + kv.Value.String() + "\n")
 		}
 		for _, ev := range s.Events() {
 			for _, kv := range ev.Attributes {
-				spanText.WriteString(ev.Name + " " + string(kv.Key) + "=" + kv.Value.Emit() + "\n")
+				spanText.WriteString(ev.Name + " " + string(kv.Key) + "=" + kv.Value.String() + "\n")
 			}
 		}
 	}

@@ -187,7 +187,7 @@ func printTree(w io.Writer, spans []sdktrace.ReadOnlySpan, id trace.TraceID) {
 				notes = append(notes, fmt.Sprintf("%s=%.0fms", kv.Key, kv.Value.AsFloat64()*1000))
 			case "ezthrottle.outcome", "ezthrottle.forward.reason", "ezthrottle.job.id",
 				"http.response.status_code", "ezthrottle.webhook.status", "ezlocal.region":
-				notes = append(notes, string(kv.Key)+"="+kv.Value.Emit())
+				notes = append(notes, string(kv.Key)+"="+kv.Value.String())
 			}
 		}
 		if n := len(s.Links()); n > 0 {

@@ -169,12 +169,12 @@ func TestHandlerNeverLeaksSecrets(t *testing.T) {
 	var spanText strings.Builder
 	for _, s := range sr.Ended() {
 		for _, kv := range s.Attributes() {
-			spanText.WriteString(kv.Value.Emit() + "\n")
+			spanText.WriteString(kv.Value.String() + "\n")
 		}
 		spanText.WriteString(s.Status().Description + "\n")
 		for _, ev := range s.Events() {
 			for _, kv := range ev.Attributes {
-				spanText.WriteString(kv.Value.Emit() + "\n")
+				spanText.WriteString(kv.Value.String() + "\n")
 			}
 		}
 	}
