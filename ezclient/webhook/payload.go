@@ -78,6 +78,7 @@ const (
 	FormSelfHosted
 )
 
+// String returns the form's name ("cloud", "self-hosted").
 func (f Form) String() string {
 	switch f {
 	case FormCloud:
@@ -142,6 +143,7 @@ type PayloadError struct {
 	Reason string
 }
 
+// Error describes the malformed field and why it was rejected.
 func (e *PayloadError) Error() string {
 	if e.Field == "" {
 		return "webhook: malformed payload: " + e.Reason

@@ -83,6 +83,7 @@ type SignatureError struct {
 	Skew time.Duration
 }
 
+// Error describes why the signature was rejected; it never contains a secret.
 func (e *SignatureError) Error() string {
 	msg := "webhook: invalid signature: " + e.Reason.Error()
 	if errors.Is(e.Reason, ErrExpired) {
