@@ -247,9 +247,8 @@ func TestSelfHostedDialect(t *testing.T) {
 	require.NoError(t, err)
 	assert.Regexp(t, `^[0-9a-f]{32}$`, res.JobID())
 
-	// Follow the job's event stream; let the API answer once connected.
-	// (Connecting after the job finished gets no terminal event from the
-	// engine: see the report on ezclient.StreamJob.)
+	// Follow the job's event stream; let the API answer once connected, so
+	// the terminal event arrives on the stream itself.
 	var types []ezclient.EventType
 	var last ezclient.Event
 	for ev, err := range c.StreamJob(e.ctx(), res.JobID()) {
@@ -264,6 +263,13 @@ func TestSelfHostedDialect(t *testing.T) {
 	assert.Equal(t, ezclient.EventCompleted, last.Type, "%v", types)
 	assert.Equal(t, 200, last.ResponseStatus)
 	assert.False(t, last.FromStatus)
+
+	// Connecting after the job finished: the engine sends no terminal event,
+	// only comments; WaitJob still returns at once, from the status lookup.
+	done, err := c.WaitJob(e.ctx(), res.JobID())
+	require.NoError(t, err)
+	assert.Equal(t, ezclient.EventCompleted, done.Type)
+	assert.True(t, done.FromStatus)
 
 	// Self-hosted deliveries are not signed: accept them on an unsigned
 	// receiver.
