@@ -8,10 +8,17 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
 )
@@ -364,7 +371,21 @@ func (e *ForwardError) Unwrap() error { return e.Cause }
 // unchanged with a nil Submission. When
 // ctx carries ezclient.SuppressForwarding, the *ForwardError is returned as
 // is. When the submission fails, the error joins the *ForwardError and a
-// *ForwardFailedError carrying the Submitter's error.
+// *ForwardFailedError carrying the Submitter's error (with the values of
+// the job's sensitive headers and query parameters scrubbed from its
+// message, see DefaultSensitiveHeaders).
+//
+// Tracing: like the Transport's forwarded jobs, the job carries the trace
+// context of ctx (W3C traceparent and tracestate with
+// propagation.TraceContext) in its request headers and, except for a
+// self-hosted *ezclient.Client, in its metadata. AutoForward has no
+// Transport to configure, so it uses the global propagators
+// (otel.SetTextMapPropagator; the default injects nothing). A job that
+// already carries a trace context (a traceparent, or whatever the
+// propagators read, in its headers or metadata, from the job itself or
+// from opts) is left as is; otherwise a tracestate it carries without a
+// traceparent is replaced or dropped. When the span of ctx is recording, the
+// submission is a child span, SpanSubmit, of that span's tracer provider.
 func AutoForward[T any](ctx context.Context, s Submitter, fn func(context.Context) (T, error), opts ...JobOption) (T, *ezclient.Submission, error) {
 	v, err := fn(ctx)
 	var fe *ForwardError
@@ -393,9 +414,112 @@ func AutoForward[T any](ctx context.Context, s Submitter, fn func(context.Contex
 			job.IdempotentKey = spec.strategy(KeyInput{Method: strings.ToUpper(job.Method), URL: job.URL, Header: h, Body: []byte(job.Body)})
 		}
 	}
-	sub, serr := s.Submit(ctx, job)
+	sub, serr := submitAutoForward(ctx, s, job)
 	if serr != nil {
 		return v, nil, errors.Join(err, &ForwardFailedError{Reason: ReasonAutoForward, Err: serr})
 	}
 	return v, sub, nil
+}
+
+// submitAutoForward submits an AutoForward job with the trace context of
+// ctx, under a SpanSubmit span when the span of ctx records. The error is
+// the Submitter's, redacted.
+func submitAutoForward(ctx context.Context, s Submitter, job *ezclient.Job) (*ezclient.Submission, error) {
+	parent := trace.SpanFromContext(ctx)
+	// The telemetry of the Transport, reused for its span, injection and
+	// redaction helpers: the tracer provider of the parent span (as
+	// otelhttp does without a configured one), the global propagators, and
+	// no metrics.
+	tm := newTelemetry(telemetryConfig{tp: parent.TracerProvider(), mp: metricnoop.NewMeterProvider(),
+		prop: otel.GetTextMapPropagator()}, SystemClock())
+	u, _ := url.Parse(job.URL)
+	var span trace.Span
+	sctx := ctx
+	if parent.IsRecording() {
+		attrs := make([]attribute.KeyValue, 0, 2)
+		attrs = append(attrs, AttrForwardReason.String(string(ReasonAutoForward)))
+		if u != nil && u.Host != "" {
+			attrs = append(attrs, AttrHost.String(HostKey(u)))
+		}
+		sctx, span = tm.tracer.Start(ctx, SpanSubmit, trace.WithTimestamp(tm.clock.Now()), trace.WithAttributes(attrs...))
+	}
+	if !carriesTrace(tm.prop, job) {
+		meta := true
+		if cl, ok := s.(*ezclient.Client); ok && cl.Dialect() == ezclient.DialectSelfHosted {
+			meta = false // self-hosted jobs have no metadata
+		}
+		tm.inject(sctx, job, meta)
+		if _, injected := job.Headers["traceparent"]; injected {
+			if _, ok := job.Headers["tracestate"]; !ok {
+				// A tracestate belongs to its traceparent: drop a stale one.
+				for k := range job.Headers {
+					if strings.EqualFold(k, "tracestate") {
+						delete(job.Headers, k)
+					}
+				}
+				for k := range job.Metadata {
+					if strings.EqualFold(k, "tracestate") {
+						delete(job.Metadata, k)
+					}
+				}
+			}
+		}
+	}
+	sub, err := s.Submit(sctx, job)
+	if err == nil && (sub == nil || sub.JobID == "") {
+		err = errors.New("ezthrottle: submitter returned no job ID")
+	}
+	if err != nil {
+		// The engine may echo the job's secrets.
+		h := make(http.Header, len(job.Headers))
+		for k, v := range job.Headers {
+			h.Set(k, v)
+		}
+		err = tm.redact(&http.Request{URL: u, Header: h}, err)
+		tm.submitEnd(span, nil, err)
+		return nil, err
+	}
+	tm.submitEnd(span, sub, nil)
+	return sub, nil
+}
+
+// carriesTrace reports whether a job already carries a trace context: a
+// traceparent entry (in any case) or one that p reads, in its request
+// headers or its metadata.
+func carriesTrace(p propagation.TextMapPropagator, job *ezclient.Job) bool {
+	for k := range job.Headers {
+		if strings.EqualFold(k, "traceparent") {
+			return true
+		}
+	}
+	for k := range job.Metadata {
+		if strings.EqualFold(k, "traceparent") {
+			return true
+		}
+	}
+	fields := p.Fields()
+	if len(fields) == 0 {
+		return false
+	}
+	if len(job.Headers) > 0 {
+		h := make(http.Header, len(job.Headers))
+		for k, v := range job.Headers {
+			h.Set(k, v)
+		}
+		if trace.SpanContextFromContext(p.Extract(context.Background(), propagation.HeaderCarrier(h))).IsValid() {
+			return true
+		}
+	}
+	if len(job.Metadata) > 0 {
+		md := propagation.MapCarrier{}
+		for _, f := range fields {
+			if v, ok := job.Metadata[f].(string); ok {
+				md[f] = v
+			}
+		}
+		if len(md) > 0 && trace.SpanContextFromContext(p.Extract(context.Background(), md)).IsValid() {
+			return true
+		}
+	}
+	return false
 }
