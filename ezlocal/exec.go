@@ -110,7 +110,7 @@ func (e *Engine) run(j *job) {
 			child, role = n.OnSuccess, "on_success"
 		}
 		if child != nil {
-			e.spawn(j, child, role, i)
+			e.spawn(ctx, j, child, role, i)
 		}
 	}
 
@@ -166,8 +166,9 @@ func (e *Engine) finish(j *job, out outcome, reason string) {
 	e.observe(j, ev)
 }
 
-// spawn submits a child job for parent.
-func (e *Engine) spawn(parent *job, child *ezclient.Job, role string, n int) {
+// spawn submits a child job for parent. ctx carries the parent's job span:
+// the child continues its trace.
+func (e *Engine) spawn(ctx context.Context, parent *job, child *ezclient.Job, role string, n int) {
 	key := child.IdempotentKey
 	if key == "" {
 		// Children without a key get one derived from the parent, so that a
@@ -175,7 +176,9 @@ func (e *Engine) spawn(parent *job, child *ezclient.Job, role string, n int) {
 		// child template both spawn it.
 		key = parent.id + ":" + role + ":" + strconv.Itoa(n)
 	}
-	sr, err := e.submit(parent.dialect, parent.customer, key, child.Clone(), parent.id, role)
+	spec := child.Clone()
+	e.tracing.inherit(ctx, spec, parent.dialect == ezclient.DialectCloud)
+	sr, err := e.submit(parent.dialect, parent.customer, key, spec, parent.id, role)
 	if err != nil {
 		e.event(parent, Event{Type: EventChildSpawned, Detail: role + ": not spawned: " + err.Error(), URL: child.URL})
 		return

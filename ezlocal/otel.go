@@ -24,7 +24,10 @@ const InstrumentationName = "github.com/ezthrottle/ezthrottle-go/ezlocal"
 const (
 	// SpanJob covers a job's execution, from its start to the end of its
 	// webhook deliveries. Its parent is the trace context the job carries
-	// (see WithTracerProvider).
+	// (see WithTracerProvider). A child job the engine spawns (on_success,
+	// on_failure) carries its parent job's span context, unless it carries
+	// one of its own, so the whole chain is one trace; fallbacks run within
+	// the job's own span.
 	SpanJob = "ezlocal.job"
 	// SpanWebhook covers one webhook delivery attempt (a client span).
 	SpanWebhook = "ezlocal.webhook"
@@ -90,6 +93,56 @@ func (t tracing) jobContext(ctx context.Context, spec *ezclient.Job) context.Con
 		h.Set(k, v)
 	}
 	return t.prop.Extract(ctx, propagation.HeaderCarrier(h))
+}
+
+// inherit writes the trace context of ctx (the span of the job spawning
+// child: on_success, on_failure) into child, so that the child's span is
+// in the same trace: into its request headers and, when metadata is true
+// (Cloud jobs), its metadata, as the ezthrottle Transport does for the
+// jobs it forwards. A child that carries a trace context of its own keeps
+// it. Existing entries of the same names (in any case) are replaced, and a
+// stale tracestate is dropped.
+func (t tracing) inherit(ctx context.Context, child *ezclient.Job, metadata bool) {
+	if !trace.SpanContextFromContext(ctx).IsValid() ||
+		trace.SpanContextFromContext(t.jobContext(context.Background(), child)).IsValid() {
+		return
+	}
+	carrier := propagation.MapCarrier{}
+	t.prop.Inject(ctx, carrier)
+	if len(carrier) == 0 {
+		return
+	}
+	if child.Headers == nil {
+		child.Headers = make(map[string]string, len(carrier))
+	}
+	if metadata && child.Metadata == nil {
+		child.Metadata = make(map[string]any, len(carrier))
+	}
+	if _, ok := carrier["traceparent"]; ok {
+		// A tracestate belongs to its traceparent: a stale one goes (and is
+		// replaced below when the context has one).
+		for hk := range child.Headers {
+			if strings.EqualFold(hk, "tracestate") {
+				delete(child.Headers, hk)
+			}
+		}
+		for mk := range child.Metadata {
+			if strings.EqualFold(mk, "tracestate") {
+				delete(child.Metadata, mk)
+			}
+		}
+	}
+	for k, v := range carrier {
+		for hk := range child.Headers {
+			if strings.EqualFold(hk, k) {
+				delete(child.Headers, hk)
+			}
+		}
+		child.Headers[k] = v
+		if metadata {
+			child.Metadata[k] = v
+		}
+	}
 }
 
 // startJob starts the job's span; its parent is the trace context the job
