@@ -176,7 +176,12 @@ func (e *stepError) Unwrap() error { return e.err }
 //     FallbackOnError codes). The first 2xx wins: that fallback's own
 //     OnSuccess and then the step's OnSuccess run. When none succeeds the
 //     step is forwarded to the engine as ONE job carrying the fallbacks not
-//     tried locally, OnSuccess and OnFailure.
+//     tried locally, OnSuccess and OnFailure. A fallback that failed locally
+//     does not run its own OnFailure, and its OnFailure is not forwarded: on
+//     the engine a fallback's OnFailure means "this fallback and every path
+//     after it failed", and those paths are still pending in the forwarded
+//     job, whose OnFailure (the step's) runs when they all fail. Put failure
+//     handling that must run in that case on the step itself.
 //   - any other status: the step failed; OnFailure is executed and its
 //     result reported. Nothing is forwarded.
 //
