@@ -91,8 +91,8 @@ func (f Form) String() string {
 
 // Result is a job's outcome, normalised from either payload form.
 //
-// A Result handed out by a Store or Handler is a copy: its Header map is the
-// caller's own. Treat Metadata values as read-only; they are shared.
+// A Result handed out by a Store or Handler is a deep copy: its Header and
+// Metadata are the caller's own.
 type Result struct {
 	// JobID identifies the job. Never empty.
 	JobID string
@@ -128,7 +128,30 @@ func (r Result) clone() Result {
 	if r.Header != nil {
 		r.Header = r.Header.Clone()
 	}
+	if r.Metadata != nil {
+		r.Metadata = cloneJSON(r.Metadata).(map[string]any)
+	}
 	return r
+}
+
+// cloneJSON deep-copies a value decoded from JSON (maps, slices, scalars),
+// so that every consumer of a result gets its own.
+func cloneJSON(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		c := make(map[string]any, len(v))
+		for k, e := range v {
+			c[k] = cloneJSON(e)
+		}
+		return c
+	case []any:
+		c := make([]any, len(v))
+		for i, e := range v {
+			c[i] = cloneJSON(e)
+		}
+		return c
+	}
+	return v
 }
 
 // ErrMalformedPayload matches every error Decode returns (*PayloadError).

@@ -329,3 +329,25 @@ func TestStoreConcurrent(t *testing.T) {
 	assert.Equal(t, uint64(n-DefaultSubscriberBuffer), s.Dropped())
 	assert.Len(t, sub, DefaultSubscriberBuffer)
 }
+
+func TestStoreResultsAreDeepCopies(t *testing.T) {
+	s := NewStore()
+	defer s.Close()
+	r := res("job_m", "key_m")
+	r.Metadata = map[string]any{"order": map[string]any{"id": "o1"}, "tags": []any{"a"}}
+	_, err := s.Add(r)
+	require.NoError(t, err)
+	// The caller's own value is not shared with the store.
+	r.Metadata["order"].(map[string]any)["id"] = "changed by the producer"
+
+	a, err := s.WaitJob(context.Background(), "job_m")
+	require.NoError(t, err)
+	a.Metadata["order"].(map[string]any)["id"] = "changed by consumer a"
+	a.Metadata["tags"].([]any)[0] = "changed"
+	a.Metadata["new"] = true
+
+	b, err := s.WaitJob(context.Background(), "job_m")
+	require.NoError(t, err)
+	assert.Equal(t, map[string]any{"order": map[string]any{"id": "o1"}, "tags": []any{"a"}}, b.Metadata,
+		"one consumer's changes never reach another's copy")
+}
