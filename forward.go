@@ -294,13 +294,10 @@ func (t *Transport) buildJob(req *http.Request, body []byte) *ezclient.Job {
 		job.Method = http.MethodGet
 	}
 	spec := &jobSpec{job: job}
-	for _, o := range t.cfg.jobDefaults {
-		o(spec)
-	}
-	for _, o := range JobOptionsFrom(req.Context()) {
-		o(spec)
-	}
-	job.IdempotentKey = chooseKey(req, spec, t.cfg.keyStrategy, KeyInput{Method: job.Method, URL: job.URL, Header: req.Header, Body: body})
+	spec.apply(t.cfg.jobDefaults, JobOptionsFrom(req.Context()))
+	job.IdempotentKey = chooseKey(req.Header.Get("Idempotency-Key"), spec, t.cfg.keyStrategy, func() KeyInput {
+		return KeyInput{Method: job.Method, URL: job.URL, Header: req.Header, Body: body}
+	})
 	return job
 }
 
@@ -396,24 +393,22 @@ func AutoForward[T any](ctx context.Context, s Submitter, fn func(context.Contex
 		return v, nil, err
 	}
 	job := fe.Job.Clone()
+	// The ForwardError's own key, then its Idempotency-Key header, stand
+	// where the Transport puts the request's header (see KeyStrategy).
+	ownKey := job.IdempotentKey
+	if ownKey == "" {
+		ownKey = headerValue(job.Headers, "Idempotency-Key")
+	}
+	job.IdempotentKey = ""
 	spec := &jobSpec{job: job}
-	for _, o := range opts {
-		o(spec)
-	}
-	for _, o := range JobOptionsFrom(ctx) {
-		o(spec)
-	}
-	if job.IdempotentKey == "" {
-		if spec.keySet {
-			job.IdempotentKey = spec.key
-		} else if spec.strategy != nil {
-			h := http.Header{}
-			for k, v := range job.Headers {
-				h.Set(k, v)
-			}
-			job.IdempotentKey = spec.strategy(KeyInput{Method: strings.ToUpper(job.Method), URL: job.URL, Header: h, Body: []byte(job.Body)})
+	spec.apply(opts, JobOptionsFrom(ctx))
+	job.IdempotentKey = chooseKey(ownKey, spec, nil, func() KeyInput {
+		h := http.Header{}
+		for k, v := range job.Headers {
+			h.Set(k, v)
 		}
-	}
+		return KeyInput{Method: strings.ToUpper(job.Method), URL: job.URL, Header: h, Body: []byte(job.Body)}
+	})
 	sub, serr := submitAutoForward(ctx, s, job)
 	if serr != nil {
 		return v, nil, errors.Join(err, &ForwardFailedError{Reason: ReasonAutoForward, Err: serr})

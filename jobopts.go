@@ -21,6 +21,19 @@ type jobSpec struct {
 	key      string
 	keySet   bool
 	strategy KeyStrategy
+	edits    []func(*ezclient.Job) // JobEdit functions, run after the other options
+}
+
+// apply runs the option lists in order, then the JobEdit functions.
+func (s *jobSpec) apply(lists ...[]JobOption) {
+	for _, l := range lists {
+		for _, o := range l {
+			o(s)
+		}
+	}
+	for _, fn := range s.edits {
+		fn(s.job)
+	}
 }
 
 // JobWebhooks adds webhooks that receive the job's result.
@@ -131,12 +144,14 @@ func JobKeyStrategy(ks KeyStrategy) JobOption {
 	return func(s *jobSpec) { s.strategy = ks }
 }
 
-// JobEdit runs fn on the job after the other options, for fields without a
-// dedicated option.
+// JobEdit runs fn on the job after every other option (Transport defaults
+// and per-request options alike; several JobEdit functions run in order),
+// for fields without a dedicated option. A key fn sets in
+// Job.IdempotentKey is kept (see KeyStrategy for the precedence).
 func JobEdit(fn func(*ezclient.Job)) JobOption {
 	return func(s *jobSpec) {
 		if fn != nil {
-			fn(s.job)
+			s.edits = append(s.edits, fn)
 		}
 	}
 }

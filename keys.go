@@ -2,6 +2,7 @@ package ezthrottle
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
 )
@@ -19,13 +20,20 @@ type KeyInput struct {
 // Returning "" leaves the key to the engine (Cloud) or to the client
 // (self-hosted), which is the HASH strategy.
 //
-// The key is chosen in this order:
+// The Transport chooses the key in this order:
 //
 //  1. the request's own Idempotency-Key header (stripe-go sets one on every
 //     write), always;
 //  2. a key set for the request with JobIdempotentKey;
-//  3. the strategy: the request's JobKeyStrategy, else the Transport's
+//  3. a key set on the job by a JobEdit function;
+//  4. an Idempotency-Key header added to the job by a job option
+//     (JobHeader);
+//  5. the strategy: the request's JobKeyStrategy, else the Transport's
 //     WithKeyStrategy, else HashKeys().
+//
+// AutoForward uses the same order, with the ForwardError's own
+// Job.IdempotentKey first and then its Job.Headers' Idempotency-Key in
+// place of the request's header.
 type KeyStrategy func(in KeyInput) string
 
 // HashKeys is the HASH strategy (the default): identical requests share a
@@ -43,16 +51,38 @@ func HashKeys() KeyStrategy { return func(KeyInput) string { return "" } }
 // scheduled calls) are all executed.
 func UniqueKeys() KeyStrategy { return func(KeyInput) string { return ezclient.UniqueKey() } }
 
-// chooseKey applies the documented precedence.
-func chooseKey(req *http.Request, spec *jobSpec, fallback KeyStrategy, in KeyInput) string {
-	if k := req.Header.Get("Idempotency-Key"); k != "" {
+// chooseKey applies the documented precedence. reqKey is the request's own
+// Idempotency-Key ("" for none); fallback may be nil (no key: HASH).
+func chooseKey(reqKey string, spec *jobSpec, fallback KeyStrategy, in func() KeyInput) string {
+	switch {
+	case reqKey != "":
+		return reqKey
+	case spec.keySet:
+		return spec.key
+	case spec.job.IdempotentKey != "":
+		return spec.job.IdempotentKey
+	}
+	if k := headerValue(spec.job.Headers, "Idempotency-Key"); k != "" {
 		return k
 	}
-	if spec.keySet {
-		return spec.key
-	}
 	if spec.strategy != nil {
-		return spec.strategy(in)
+		return spec.strategy(in())
 	}
-	return fallback(in)
+	if fallback != nil {
+		return fallback(in())
+	}
+	return ""
+}
+
+// headerValue looks name up in a job's header map, ignoring case.
+func headerValue(h map[string]string, name string) string {
+	if v, ok := h[name]; ok {
+		return v
+	}
+	for k, v := range h {
+		if strings.EqualFold(k, name) {
+			return v
+		}
+	}
+	return ""
 }
