@@ -144,8 +144,8 @@ func (h *hostState) refill(now time.Time, rate, burst float64) {
 		h.tokens, h.last = burst, now
 		return
 	}
-	if now.After(h.last) {
-		h.tokens += now.Sub(h.last).Seconds() * rate
+	if d := now.Sub(h.last); d > 0 { // one comparison: Sub > 0 is After
+		h.tokens += d.Seconds() * rate
 		h.last = now
 	}
 	if h.tokens > burst {

@@ -447,6 +447,7 @@ type Transport struct {
 	clock   Clock
 	log     *slog.Logger
 	seed    maphash.Seed
+	hot     atomic.Pointer[hostInfo] // the host resolved last (see hostFor)
 	keys    [keyShards]keyShard
 }
 
@@ -467,6 +468,7 @@ type keyShard struct {
 // hostInfo is the resolved per-host configuration (immutable), plus a
 // cached pointer to the default limiter's state for the host.
 type hostInfo struct {
+	host   string    // raw URL host this entry is for
 	scheme string    // raw URL scheme this entry is for
 	next   *hostInfo // same raw host, another scheme
 	key    string
@@ -647,7 +649,13 @@ func lower(c byte) byte {
 }
 
 // hostFor returns the resolved host of u, from a bounded sharded cache.
+// The entry resolved last is checked first: a client that calls one API
+// (the common case) then needs no hashing. It is written only when an entry
+// is created, so hits never write shared memory.
 func (t *Transport) hostFor(u *url.URL) *hostInfo {
+	if hi := t.hot.Load(); hi != nil && hi.host == u.Host && hi.scheme == u.Scheme {
+		return hi
+	}
 	s := &t.keys[maphash.String(t.seed, u.Host)%keyShards]
 	if hi := (*s.m.Load())[u.Host].find(u.Scheme); hi != nil {
 		return hi
@@ -657,7 +665,7 @@ func (t *Transport) hostFor(u *url.URL) *hostInfo {
 	if port == "" {
 		port = key[strings.LastIndexByte(key, ':')+1:]
 	}
-	hi := &hostInfo{scheme: u.Scheme, key: key, limit: t.cfg.limitFor(host, port)}
+	hi := &hostInfo{host: u.Host, scheme: u.Scheme, key: key, limit: t.cfg.limitFor(host, port)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := *s.m.Load()
@@ -678,5 +686,6 @@ func (t *Transport) hostFor(u *url.URL) *hostInfo {
 	}
 	m[u.Host] = hi
 	s.m.Store(&m)
+	t.hot.Store(hi)
 	return hi
 }
