@@ -87,7 +87,7 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 		permit.Release()
 		return resp, nil
 	}
-	resp.Body = &releaseBody{rc: resp.Body, p: permit}
+	resp.Body = wrapBody(resp.Body, permit)
 	return resp, nil
 }
 
