@@ -33,7 +33,10 @@ type MemoryLimiterConfig struct {
 // number of hosts in use within IdleTimeout, however many hosts are called
 // over time. It starts no goroutines.
 type MemoryLimiter struct {
-	clock  Clock
+	clock Clock
+	// epoch is a reading of the system clock when clock is SystemClock
+	// (zero otherwise); see monoNow.
+	epoch  time.Time
 	idle   time.Duration
 	seed   maphash.Seed
 	shards [limiterShards]limShard
@@ -51,6 +54,9 @@ func NewMemoryLimiter(cfg MemoryLimiterConfig) *MemoryLimiter {
 	m := &MemoryLimiter{clock: cfg.Clock, idle: cfg.IdleTimeout, seed: maphash.MakeSeed()}
 	if m.clock == nil {
 		m.clock = SystemClock()
+	}
+	if _, ok := m.clock.(systemClock); ok {
+		m.epoch = time.Now()
 	}
 	if m.idle <= 0 {
 		m.idle = DefaultIdleTimeout
@@ -79,6 +85,10 @@ type hostState struct {
 	last        time.Time // tokens were computed at last
 	pausedUntil time.Time
 	lastUsed    time.Time
+	// wallOnly is set when pausedUntil or last came from a time without a
+	// monotonic reading (a Signals.PauseUntil given to Learn by a caller
+	// other than the Transport): acquire then reads the full clock.
+	wallOnly bool
 }
 
 type waiter struct {
@@ -217,6 +227,26 @@ func (h *hostState) wakeHead() {
 	}
 }
 
+// monoNow is the current time for acquire's first look at h (h.mu is
+// held). With the system clock it is m.epoch plus the monotonic time
+// elapsed since: one clock read instead of two (time.Now reads the wall
+// and the monotonic clocks). Its monotonic reading is exactly time.Now's,
+// so every comparison with a time that has one (all the limiter's own, a
+// context.WithTimeout deadline) is unchanged; its wall reading may drift
+// from the wall clock, so the full clock is read whenever a time without a
+// monotonic reading is involved: such a deadline, or a state marked
+// wallOnly.
+func (m *MemoryLimiter) monoNow(h *hostState, deadline time.Time) time.Time {
+	if m.epoch.IsZero() || h.wallOnly || !(deadline.IsZero() || hasMonotonic(deadline)) {
+		return m.clock.Now()
+	}
+	return m.epoch.Add(time.Since(m.epoch))
+}
+
+// hasMonotonic reports whether t carries a monotonic clock reading
+// (Round(0) strips it, and only it).
+func hasMonotonic(t time.Time) bool { return t != t.Round(0) }
+
 // Release frees one slot in flight (hostState is the MemoryLimiter's Permit).
 func (h *hostState) Release() {
 	h.mu.Lock()
@@ -261,7 +291,7 @@ func (m *MemoryLimiter) acquire(ctx context.Context, a Admission, cache *atomic.
 			}
 			continue
 		}
-		now := m.clock.Now()
+		now := m.monoNow(h, a.Deadline)
 		h.cfg, h.lastUsed = a.Limit, now
 		rate, burst, slots := h.effective()
 		h.refill(now, rate, burst)
@@ -370,6 +400,9 @@ func (m *MemoryLimiter) Learn(_ context.Context, key string, s Signals) {
 		if s.PauseUntil.After(now) && s.PauseUntil.After(h.pausedUntil) {
 			h.pausedUntil = s.PauseUntil
 			h.tokens, h.last = 1, s.PauseUntil
+			if !hasMonotonic(s.PauseUntil) {
+				h.wallOnly = true
+			}
 		}
 		h.wakeHead()
 		h.mu.Unlock()
