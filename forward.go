@@ -205,8 +205,21 @@ func newAccepted(req *http.Request, info *ForwardInfo) *http.Response {
 	}
 }
 
+// stripForwardHeaders removes the headers of a synthetic 202 from an
+// upstream response, so that an upstream (or anything between it and the
+// Transport) cannot make IsForwarded or JobFromResponse report a job that
+// was never submitted.
+func stripForwardHeaders(h http.Header) {
+	for _, k := range [...]string{HeaderJobID, HeaderIdempotentKey, HeaderForwardedReason, HeaderUpstreamStatus} {
+		h.Del(k)
+	}
+}
+
 // IsForwarded reports whether resp is the Transport's synthetic 202 for a
-// forwarded request.
+// forwarded request. The Transport strips these headers from any 202 an
+// upstream sends, so an upstream cannot pose as a forwarded response; a
+// layer wrapping the Transport from outside could still add them, and the
+// Receipt (WithReceipt) is the signal no response can fake.
 func IsForwarded(resp *http.Response) bool {
 	return resp != nil && resp.StatusCode == http.StatusAccepted &&
 		resp.Header.Get(HeaderJobID) != "" && resp.Header.Get(HeaderForwardedReason) != ""

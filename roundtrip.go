@@ -58,6 +58,9 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return t.notAdmitted(req, hi, fwd, err, cause)
 	}
+	// From here on the slot is freed on every path, panics included.
+	g := slotGuard{permit: permit}
+	defer g.onPanic()
 
 	out, capture := req, (*captureBody)(nil)
 	if fwd && hasBody(req) && req.GetBody == nil && req.ContentLength <= t.cfg.maxBody {
@@ -66,29 +69,75 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := t.base.RoundTrip(out)
 	if err != nil {
-		permit.Release()
+		g.release()
 		if resp != nil {
 			drainClose(resp.Body)
 		}
+		g.done = true // roundTripFailed owns nothing of the slot any more
 		return t.roundTripFailed(req, hi, fwd, capture, err)
 	}
+	g.resp = resp
 	if resp.Body == nil {
 		resp.Body = http.NoBody
 	}
 	t.learn(ctx, hi.key, resp)
 	if fwd && t.cfg.forwardStatuses.has(resp.StatusCode) {
+		// The upstream has answered. A small answer is read into memory so
+		// that the slot is not held while the engine is called, and is
+		// still returned intact if forwarding fails.
+		if bufferBody(resp, maxBufferedAnswer) {
+			g.release()
+		}
 		if fr, ferr, ok := t.forwardStatus(req, hi, capture, resp); ok {
 			drainClose(resp.Body)
-			permit.Release()
+			g.release()
+			g.done = true
 			return fr, ferr
 		}
 	}
-	if resp.Body == http.NoBody || resp.StatusCode == http.StatusSwitchingProtocols {
-		permit.Release()
+	if resp.StatusCode == http.StatusAccepted {
+		// Only a 202 made by this Transport may say it was forwarded.
+		stripForwardHeaders(resp.Header)
+	}
+	g.done = true
+	if g.released || resp.Body == http.NoBody || resp.StatusCode == http.StatusSwitchingProtocols {
+		g.release()
 		return resp, nil
 	}
 	resp.Body = wrapBody(resp.Body, permit)
 	return resp, nil
+}
+
+// maxBufferedAnswer bounds the upstream answer read into memory before a
+// forward (see bufferBody).
+const maxBufferedAnswer = 64 << 10
+
+// slotGuard frees a request's slot, and closes the upstream response not
+// yet handed to the caller, when the round trip panics (in the base
+// RoundTripper, a Limiter or a Submitter), so that a recovered panic cannot
+// stall a host for good. The panic itself goes on.
+type slotGuard struct {
+	permit   Permit
+	resp     *http.Response
+	released bool
+	done     bool // the round trip ended normally: nothing to do
+}
+
+func (g *slotGuard) release() {
+	if !g.released {
+		g.released = true
+		g.permit.Release()
+	}
+}
+
+func (g *slotGuard) onPanic() {
+	if g.done {
+		return
+	}
+	g.release()
+	if g.resp != nil && g.resp.Body != nil {
+		_ = g.resp.Body.Close()
+	}
 }
 
 // deliver returns the forwarded outcome: the synthetic 202, or a
@@ -107,7 +156,14 @@ func (t *Transport) notAdmitted(req *http.Request, hi *hostInfo, fwd bool, err, 
 	ctx := req.Context()
 	var te *ThrottleError
 	if errors.As(err, &te) && te.Cause == nil {
-		te.Cause = cause
+		// Never modify the limiter's error (it may be shared): set the
+		// cause on a copy.
+		cp := *te
+		cp.Cause = cause
+		if err == error(te) {
+			err = &cp
+		}
+		te = &cp
 	}
 	if te == nil || !fwd || !t.cfg.forwardOverflow || ctx.Err() != nil {
 		closeRequestBody(req)
