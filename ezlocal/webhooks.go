@@ -97,6 +97,7 @@ func (e *Engine) deliverAll(ctx context.Context, j *job, hooks []ezclient.Webhoo
 			}
 			mu.Lock()
 			delivered++
+			count := delivered
 			now := delivered >= quorum && !reached
 			if now {
 				reached = true
@@ -106,7 +107,7 @@ func (e *Engine) deliverAll(ctx context.Context, j *job, hooks []ezclient.Webhoo
 				e.mu.Lock()
 				j.quorum = true
 				e.mu.Unlock()
-				e.event(j, Event{Type: EventQuorumReached, Detail: fmt.Sprintf("%d of %d voting webhooks delivered (quorum %d)", delivered, voting, quorum)})
+				e.event(j, Event{Type: EventQuorumReached, Detail: fmt.Sprintf("%d of %d voting webhooks delivered (quorum %d)", count, voting, quorum)})
 			}
 		}()
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -213,4 +214,37 @@ func TestWebhookSignature(t *testing.T) {
 		submitWait(t, e2, &ezclient.Job{URL: dest.URL, Webhooks: []ezclient.Webhook{{URL: hook.URL}}})
 		require.NoError(t, webhook.Verify(hook.deliveries()[0].Header.Get(webhook.SignatureHeader), hook.deliveries()[0].Body, secret))
 	})
+}
+
+// The quorum_reached event reports the deliveries counted when the quorum
+// was reached: the counter must not be read again outside its lock while
+// another voting delivery is counting (a data race, and a wrong count).
+// The event hook holds the engine's lock so that the second delivery counts
+// between the first one reaching the quorum and its event.
+func TestWebhookQuorumCountNoRace(t *testing.T) {
+	var n atomic.Int32
+	var e *Engine
+	first := make(chan struct{})
+	e, _ = startEngine(t, WithEventHook(func(_ string, ev Event) {
+		if ev.Type != EventWebhookDelivered {
+			return
+		}
+		if n.Add(1) == 1 {
+			<-first
+			return
+		}
+		e.mu.Lock()
+		close(first)
+		time.Sleep(50 * time.Millisecond) // the first delivery reaches the quorum, then waits for e.mu
+		go func() {
+			time.Sleep(50 * time.Millisecond) // this delivery counts meanwhile
+			e.mu.Unlock()
+		}()
+	}))
+	dest := okServer(t)
+	info := submitWait(t, e, &ezclient.Job{URL: dest.URL, Webhooks: []ezclient.Webhook{
+		{URL: newReceiver(t, nil).URL}, {URL: newReceiver(t, nil).URL},
+	}})
+	require.Len(t, info.EventsOf(EventQuorumReached), 1)
+	assert.True(t, strings.HasPrefix(info.EventsOf(EventQuorumReached)[0].Detail, "1 of 2 "), info.EventsOf(EventQuorumReached)[0].Detail)
 }
