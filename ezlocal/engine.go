@@ -389,6 +389,12 @@ func (e *Engine) WaitJob(ctx context.Context, id string) (JobInfo, error) {
 		return JobInfo{}, fmt.Errorf("%w: %q", ErrJobNotFound, id)
 	}
 	select {
+	case <-j.settled: // a settled job wins over a closed engine or ctx
+		info, _ := e.Job(id)
+		return info, nil
+	default:
+	}
+	select {
 	case <-j.settled:
 		info, _ := e.Job(id)
 		return info, nil

@@ -516,3 +516,17 @@ func TestEventHook(t *testing.T) {
 	assert.Equal(t, []EventType{EventQueued, EventDispatched, EventAttempt, EventRetried, EventAttempt, EventCompleted,
 		EventWebhookDelivered, EventQuorumReached}, seen[info.ID])
 }
+
+// WaitJob reports a settled job as settled, even once the engine is closed
+// (it used to pick ErrClosed or the result at random).
+func TestWaitJobSettledAfterClose(t *testing.T) {
+	e, _ := startEngine(t)
+	dest := okServer(t)
+	info := submitWait(t, e, &ezclient.Job{URL: dest.URL})
+	require.NoError(t, e.Close())
+	for range 50 {
+		got, err := e.WaitJob(context.Background(), info.ID)
+		require.NoError(t, err)
+		require.True(t, got.Settled)
+	}
+}
