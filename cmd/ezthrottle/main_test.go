@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -397,4 +398,27 @@ func TestListenCountExitsOnItsOwn(t *testing.T) {
 	out := lis.out.String()
 	assert.Contains(t, out, "✗ failed")
 	assert.Contains(t, out, "reason      boom")
+}
+
+// Ctrl-C (a cancelled ctx) stops 'submit --json -' while it waits for stdin:
+// main catches SIGINT, so a read that ignores ctx hangs until EOF.
+func TestSubmitStdinInterrupted(t *testing.T) {
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var errb buffer
+	a := &app{stdin: pr, stdout: &buffer{}, stderr: &errb, getenv: env{}.get}
+	done := make(chan int, 1)
+	go func() { done <- a.run(ctx, []string{"submit", "--json", "-", "--dry-run"}) }()
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	select {
+	case code := <-done:
+		assert.Equal(t, 1, code)
+		assert.Contains(t, errb.String(), "interrupted")
+	case <-time.After(5 * time.Second):
+		_ = pw.Close()
+		<-done
+		t.Fatal("submit kept reading stdin after the interrupt")
+	}
 }

@@ -93,7 +93,7 @@ func (a *app) submit(ctx context.Context, args []string) error {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
-	job, err := a.buildJob(&c, set)
+	job, err := a.buildJob(ctx, &c, set)
 	if err != nil {
 		return err
 	}
@@ -150,7 +150,7 @@ func (a *app) submit(ctx context.Context, args []string) error {
 }
 
 // buildJob makes the job from --json or from the job flags (not both).
-func (a *app) buildJob(c *submitConfig, set map[string]bool) (*ezclient.Job, error) {
+func (a *app) buildJob(ctx context.Context, c *submitConfig, set map[string]bool) (*ezclient.Job, error) {
 	jobFlags := []string{"url", "method", "header", "body", "body-file", "webhook", "region", "region-policy",
 		"execution-mode", "webhook-quorum", "idempotency-key", "unique", "metadata"}
 	if c.jsonFile != "" {
@@ -159,7 +159,7 @@ func (a *app) buildJob(c *submitConfig, set map[string]bool) (*ezclient.Job, err
 				return nil, usagef("--json cannot be combined with --%s: put the field in the JSON", f)
 			}
 		}
-		data, err := a.readInput(c.jsonFile)
+		data, err := a.readInput(ctx, c.jsonFile)
 		if err != nil {
 			return nil, err
 		}
@@ -188,7 +188,7 @@ func (a *app) buildJob(c *submitConfig, set map[string]bool) (*ezclient.Job, err
 	case set["body"] && set["body-file"]:
 		return nil, usagef("--body and --body-file are mutually exclusive")
 	case set["body-file"]:
-		data, err := a.readInput(c.bodyFile)
+		data, err := a.readInput(ctx, c.bodyFile)
 		if err != nil {
 			return nil, err
 		}
@@ -228,8 +228,10 @@ func (a *app) buildJob(c *submitConfig, set map[string]bool) (*ezclient.Job, err
 	return job, nil
 }
 
-// readInput reads a file, or stdin for "-", bounded by maxInputBytes.
-func (a *app) readInput(name string) ([]byte, error) {
+// readInput reads a file, or stdin for "-", bounded by maxInputBytes. It
+// returns when ctx is cancelled (Ctrl-C: main catches SIGINT), leaving the
+// blocked read behind, as the process is about to exit.
+func (a *app) readInput(ctx context.Context, name string) ([]byte, error) {
 	var r io.Reader
 	if name == "-" {
 		r = a.stdin
@@ -241,9 +243,24 @@ func (a *app) readInput(name string) ([]byte, error) {
 		defer f.Close()
 		r = f
 	}
-	data, err := io.ReadAll(io.LimitReader(r, maxInputBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", name, err)
+	type read struct {
+		data []byte
+		err  error
+	}
+	done := make(chan read, 1)
+	go func() {
+		data, err := io.ReadAll(io.LimitReader(r, maxInputBytes+1))
+		done <- read{data, err}
+	}()
+	var data []byte
+	select {
+	case <-ctx.Done():
+		return nil, fmt.Errorf("reading %s: interrupted", name)
+	case rd := <-done:
+		if rd.err != nil {
+			return nil, fmt.Errorf("reading %s: %w", name, rd.err)
+		}
+		data = rd.data
 	}
 	if len(data) > maxInputBytes {
 		return nil, usagef("%s is larger than %d bytes", name, maxInputBytes)
