@@ -125,6 +125,9 @@ func (c *devConfig) options() ([]ezlocal.Option, error) {
 	}
 	known := map[string]bool{}
 	for i := range regions {
+		if known[regions[i].Name] {
+			return nil, usagef("--regions: region %q repeated", regions[i].Name)
+		}
 		known[regions[i].Name] = true
 		regions[i].Latency = latency[regions[i].Name]
 	}

@@ -163,6 +163,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"dev bad latency", []string{"dev", "--latency", "lax"}, "region=duration"},
 		{"dev unknown latency region", []string{"dev", "--regions", "iad", "--latency", "lax=1s"}, `unknown region "lax"`},
 		{"dev unknown down region", []string{"dev", "--regions", "iad", "--down", "lax"}, `unknown region "lax"`},
+		{"dev repeated region", []string{"dev", "--regions", "iad,lax,iad"}, `--regions: region "iad" repeated`},
 		{"dev short secret", []string{"dev", "--webhook-secret", "short"}, "at least 16"},
 		{"dev bad retries", []string{"dev", "--webhook-retries", "1s,soon"}, "--webhook-retries"},
 		{"listen bad path", []string{"listen", "--path", "hook"}, "--path must start"},
