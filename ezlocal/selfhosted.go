@@ -163,12 +163,24 @@ type sseMsg struct {
 }
 
 // publishLocked sends msg to the job's stream subscribers; e.mu is held.
-// A subscriber too slow to keep up loses the message rather than block jobs.
+// A subscriber too slow to keep up loses the message rather than block jobs,
+// except the terminal one: the oldest message makes room for it (only
+// publishLocked sends, under e.mu, so the room stays free).
 func (e *Engine) publishLocked(j *job, msg sseMsg) {
 	for ch := range j.subs {
 		select {
 		case ch <- msg:
 		default:
+			if msg.terminal {
+				select {
+				case <-ch:
+				default:
+				}
+				select {
+				case ch <- msg:
+				default:
+				}
+			}
 		}
 	}
 }

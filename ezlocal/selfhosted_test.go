@@ -306,3 +306,25 @@ func TestSelfHostedWithClient(t *testing.T) {
 	assert.Equal(t, ezclient.HashKey("user-7", "POST", dest.URL+"/x", []byte("b")), info.IdempotentKey)
 	assert.Len(t, hook.deliveries(), 1)
 }
+
+// A stream subscriber whose buffer is full (a slow client of a job that
+// dispatched many times) still gets the terminal event: losing it left the
+// stream open with keepalives only.
+func TestStreamTerminalEventNeverDropped(t *testing.T) {
+	e, _ := startEngine(t)
+	j := &job{id: "j1", status: ezclient.StatusCompleted, result: &Result{StatusCode: 200, Body: "ok"}, subs: map[chan sseMsg]struct{}{}}
+	sub := make(chan sseMsg, 4)
+	j.subs[sub] = struct{}{}
+	e.mu.Lock()
+	for range 6 {
+		e.publishLocked(j, sseMsg{event: "dispatching", data: map[string]any{"job_id": j.id}})
+	}
+	e.publishLocked(j, terminalMsg(j))
+	e.mu.Unlock()
+	var last sseMsg
+	for len(sub) > 0 {
+		last = <-sub
+	}
+	assert.True(t, last.terminal)
+	assert.Equal(t, "completed", last.event)
+}
