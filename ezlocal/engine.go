@@ -61,6 +61,10 @@
 //     context of its metadata or headers, with a client span per attempt and
 //     per webhook delivery whose context the request carries (see
 //     WithTracerProvider).
+//   - Memory: the engine keeps every job it accepted (spec, result, event
+//     history) and the pace of every destination host for its whole life,
+//     so that Job, Jobs and de-duplication work; it is meant for development
+//     and tests, not for long-running production traffic.
 //   - Requests to destinations and webhooks carry X-EZThrottle-Job-ID and
 //     X-EZThrottle-Region headers. The proxy serves target_url by its path
 //     alone, whatever its host.
