@@ -390,11 +390,21 @@ var httpDateLayouts = [...]string{
 	time.ANSIC,
 }
 
+// parseHTTPDate parses an HTTP-date. A named zone must be GMT or UTC: Go
+// reads any other abbreviation it does not know ("EST", "AAA") as a zero
+// offset, which would silently shift the time by hours.
 func parseHTTPDate(v string) (time.Time, bool) {
 	for _, layout := range httpDateLayouts {
-		if t, err := time.Parse(layout, v); err == nil {
-			return t, true
+		t, err := time.Parse(layout, v)
+		if err != nil {
+			continue
 		}
+		if layout == time.RFC1123 || layout == time.RFC850 {
+			if name, _ := t.Zone(); name != "GMT" && name != "UTC" {
+				return time.Time{}, false
+			}
+		}
+		return t, true
 	}
 	return time.Time{}, false
 }
@@ -536,6 +546,9 @@ func ParseRateLimitFields(limit, remaining, reset string, now time.Time) (Quota,
 	if t, ok := parseResetValue(firstNumberToken(reset), now); ok {
 		q.Reset = t
 	} else if t, ok := parseHTTPDate(strings.TrimSpace(reset)); ok && t.Sub(now) <= MaxSignalWait && now.Sub(t) <= MaxSignalWait {
+		if t.Before(now) {
+			t = now // a reset in the past has happened
+		}
 		q.Reset = t
 	}
 	return q, true

@@ -68,6 +68,8 @@ func TestParseRetryAfter(t *testing.T) {
 		{"Thursday, 27-Nov-25 12:01:00 GMT", time.Minute, true},
 		{"Thu Nov 27 12:00:05 2025", 5 * time.Second, true},
 		{"Thu, 27 Nov 2025 11:00:00 GMT", 0, true}, // past: no wait
+		{"Thu, 27 Nov 2025 07:00:30 EST", 0, false}, // Go would read EST as +0000: never trusted
+		{"Thu, 27 Nov 2025 12:00:30 AAA", 0, false},
 		{"", 0, false}, {"-5", 0, false}, {"NaN", 0, false}, {"soon", 0, false},
 		{"99999999999", 0, false}, // absurd
 		{"Thu, 27 Nov 2099 12:00:00 GMT", 0, false},
@@ -137,6 +139,8 @@ func TestParseRateLimitFields(t *testing.T) {
 		{"unix millis", "10", "0", "1764244860000", ezthrottle.Quota{Limit: 10, Remaining: 0, Reset: time.UnixMilli(1764244860000), Source: "RateLimit"}, true},
 		{"unix past clamps to now", "10", "0", "1764244000", ezthrottle.Quota{Limit: 10, Remaining: 0, Reset: now0, Source: "RateLimit"}, true},
 		{"http date", "10", "0", "Thu, 27 Nov 2025 12:00:10 GMT", ezthrottle.Quota{Limit: 10, Remaining: 0, Reset: now0.Add(10 * time.Second), Source: "RateLimit"}, true},
+		{"http date in the past clamps to now", "10", "0", "Thu, 27 Nov 2025 11:00:00 GMT", ezthrottle.Quota{Limit: 10, Remaining: 0, Reset: now0, Source: "RateLimit"}, true},
+		{"http date with an unknown zone ignored", "10", "0", "Thu, 27 Nov 2025 12:00:10 EST", ezthrottle.Quota{Limit: 10, Remaining: 0, Source: "RateLimit"}, true},
 		{"policy suffix", "100, 100;w=60", "5", "7", ezthrottle.Quota{Limit: 100, Remaining: 5, Reset: now0.Add(7 * time.Second), Source: "RateLimit"}, true},
 		{"no reset", "", "3", "", ezthrottle.Quota{Remaining: 3, Source: "RateLimit"}, true},
 		{"garbage reset", "1", "0", "-4", ezthrottle.Quota{Limit: 1, Remaining: 0, Source: "RateLimit"}, true},

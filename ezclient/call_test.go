@@ -441,6 +441,8 @@ func TestParseRetryAfter(t *testing.T) {
 		{now.Add(30 * 24 * time.Hour).Format(http.TimeFormat), 0, false},
 		{now.Add(time.Minute).Format(time.RFC850), time.Minute, true},
 		{now.Add(time.Minute).Format(time.ANSIC), time.Minute, true},
+		{"Wed, 01 Jan 2025 00:01:00 UTC", time.Minute, true},
+		{"Tue, 31 Dec 2024 19:01:00 EST", 0, false}, // Go would read EST as +0000: never trusted
 	}
 	for _, tt := range tests {
 		got, ok := parseRetryAfter(tt.in, now)

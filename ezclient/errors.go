@@ -192,6 +192,13 @@ func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 	}
 	for _, layout := range []string{http.TimeFormat, time.RFC1123, time.RFC1123Z, time.RFC850, time.ANSIC} {
 		if t, err := time.Parse(layout, v); err == nil {
+			// Go reads a zone abbreviation it does not know ("EST") as a
+			// zero offset: only GMT and UTC, what HTTP dates use, are trusted.
+			if layout == time.RFC1123 || layout == time.RFC850 {
+				if name, _ := t.Zone(); name != "GMT" && name != "UTC" {
+					return 0, false
+				}
+			}
 			d := t.Sub(now)
 			if d < 0 {
 				d = 0
