@@ -13,6 +13,27 @@ type Clock interface {
 	NewTimer(d time.Duration) Timer
 }
 
+// TimerAtClock is an optional interface of a Clock: a timer that fires at
+// an absolute time. The MemoryLimiter uses it when the Clock has it. Test
+// clocks should implement it: with only NewTimer, a fake clock advanced
+// between the limiter reading Now and setting its timer lengthens the wait
+// by the advance, and a test that advances the clock exactly once then
+// waits forever.
+type TimerAtClock interface {
+	Clock
+	// NewTimerAt returns a timer that fires once, at t. A t not after
+	// Now fires at once.
+	NewTimerAt(t time.Time) Timer
+}
+
+// newTimerAt returns a timer firing at t, exactly when c can.
+func newTimerAt(c Clock, t time.Time) Timer {
+	if ac, ok := c.(TimerAtClock); ok {
+		return ac.NewTimerAt(t)
+	}
+	return c.NewTimer(t.Sub(c.Now()))
+}
+
 // Timer is a one-shot timer created by a Clock.
 type Timer interface {
 	// C delivers the time when the timer fires.

@@ -64,6 +64,22 @@ func (c *fakeClock) NewTimer(d time.Duration) ezthrottle.Timer {
 	return t
 }
 
+// NewTimerAt implements ezthrottle.TimerAtClock: a timer at an absolute
+// fake time, so that an Advance racing with the limiter cannot lengthen a
+// wait.
+func (c *fakeClock) NewTimerAt(at time.Time) ezthrottle.Timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{c: c, at: at, ch: make(chan time.Time, 1)}
+	if !at.After(c.now) {
+		t.done = true
+		t.ch <- c.now
+		return t
+	}
+	c.timers = append(c.timers, t)
+	return t
+}
+
 func (t *fakeTimer) C() <-chan time.Time { return t.ch }
 
 func (t *fakeTimer) Stop() bool {

@@ -349,7 +349,9 @@ func (m *MemoryLimiter) wait(ctx context.Context, h *hostState, w *waiter, a Adm
 			tc <-chan time.Time
 		)
 		if d >= 0 {
-			t = m.clock.NewTimer(d)
+			// Aim at the instant computed above: time spent since now was
+			// read (or a test clock advanced meanwhile) must not delay it.
+			t = newTimerAt(m.clock, now.Add(d))
 			tc = t.C()
 		}
 		select {

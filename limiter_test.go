@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,10 +80,12 @@ func TestMemoryLimiterFIFO(t *testing.T) {
 	var mu sync.Mutex
 	var order []int
 	var wg sync.WaitGroup
+	var finished atomic.Int32
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
+			defer finished.Add(1)
 			p, err := m.Acquire(ctx, adm)
 			if !assert.NoError(t, err) {
 				return
@@ -96,6 +99,10 @@ func TestMemoryLimiterFIFO(t *testing.T) {
 		waitFor(t, "waiter queued", func() bool { return stats(t, m, hostA).Waiting == i+1 })
 	}
 	for i := 0; i < n; i++ {
+		// Advance only once the previous waiter is gone and the new head
+		// waits on its timer: the fake clock must not move while a waiter
+		// is between reading it and setting its timer.
+		waitFor(t, "the head waiter's timer", func() bool { return finished.Load() == int32(i) && clk.Timers() == 1 })
 		clk.Advance(time.Second)
 		waitFor(t, "one admission", func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == i+1 })
 	}
