@@ -67,7 +67,7 @@ func TestParseRetryAfter(t *testing.T) {
 		{"Thu, 27 Nov 2025 13:00:30 +0100", 30 * time.Second, true},
 		{"Thursday, 27-Nov-25 12:01:00 GMT", time.Minute, true},
 		{"Thu Nov 27 12:00:05 2025", 5 * time.Second, true},
-		{"Thu, 27 Nov 2025 11:00:00 GMT", 0, true}, // past: no wait
+		{"Thu, 27 Nov 2025 11:00:00 GMT", 0, true},  // past: no wait
 		{"Thu, 27 Nov 2025 07:00:30 EST", 0, false}, // Go would read EST as +0000: never trusted
 		{"Thu, 27 Nov 2025 12:00:30 AAA", 0, false},
 		{"", 0, false}, {"-5", 0, false}, {"NaN", 0, false}, {"soon", 0, false},
