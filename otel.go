@@ -3,6 +3,7 @@ package ezthrottle
 import (
 	"context"
 	"errors"
+	"github.com/ezthrottle/ezthrottle-go/internal/oteldefault"
 	"net/http"
 	"net/url"
 	"slices"
@@ -10,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
@@ -192,22 +192,10 @@ type telemetry struct {
 }
 
 func newTelemetry(c telemetryConfig, clock Clock) *telemetry {
-	tp, mp, prop := c.tp, c.mp, c.prop
-	if tp == nil {
-		tp = otel.GetTracerProvider()
-	}
-	if mp == nil {
-		mp = otel.GetMeterProvider()
-	}
-	if prop == nil {
-		prop = otel.GetTextMapPropagator()
-	}
 	tm := &telemetry{
-		tracer: tp.Tracer(InstrumentationName, trace.WithInstrumentationVersion(ezclient.Version),
-			trace.WithSchemaURL(semconv.SchemaURL)),
-		meter: mp.Meter(InstrumentationName, metric.WithInstrumentationVersion(ezclient.Version),
-			metric.WithSchemaURL(semconv.SchemaURL)),
-		prop:        prop,
+		tracer:      oteldefault.Tracer(c.tp, InstrumentationName),
+		meter:       oteldefault.Meter(c.mp, InstrumentationName),
+		prop:        oteldefault.Propagator(c.prop),
 		clock:       clock,
 		requestSpan: c.requestSpan,
 		hostAttr:    !c.noHostAttr,

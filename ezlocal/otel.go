@@ -2,12 +2,12 @@ package ezlocal
 
 import (
 	"context"
+	"github.com/ezthrottle/ezthrottle-go/internal/oteldefault"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -55,17 +55,9 @@ type tracing struct {
 }
 
 func newTracing(c *config) tracing {
-	tp, prop := c.tracerProvider, c.propagators
-	if tp == nil {
-		tp = otel.GetTracerProvider()
-	}
-	if prop == nil {
-		prop = otel.GetTextMapPropagator()
-	}
 	return tracing{
-		tracer: tp.Tracer(InstrumentationName, trace.WithInstrumentationVersion(ezclient.Version),
-			trace.WithSchemaURL(semconv.SchemaURL)),
-		prop: prop,
+		tracer: oteldefault.Tracer(c.tracerProvider, InstrumentationName),
+		prop:   oteldefault.Propagator(c.propagators),
 	}
 }
 

@@ -2,16 +2,14 @@ package webhook
 
 import (
 	"context"
+	"github.com/ezthrottle/ezthrottle-go/internal/oteldefault"
 	"net/http"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
-
-	"github.com/ezthrottle/ezthrottle-go/ezclient"
 )
 
 // InstrumentationName is the instrumentation scope of the Handler's spans.
@@ -47,17 +45,9 @@ type tracing struct {
 }
 
 func newTracing(c *config) tracing {
-	tp, prop := c.tracerProvider, c.propagators
-	if tp == nil {
-		tp = otel.GetTracerProvider()
-	}
-	if prop == nil {
-		prop = otel.GetTextMapPropagator()
-	}
 	return tracing{
-		tracer: tp.Tracer(InstrumentationName, trace.WithInstrumentationVersion(ezclient.Version),
-			trace.WithSchemaURL(semconv.SchemaURL)),
-		prop: prop,
+		tracer: oteldefault.Tracer(c.tracerProvider, InstrumentationName),
+		prop:   oteldefault.Propagator(c.propagators),
 	}
 }
 
@@ -126,9 +116,7 @@ func OriginSpanContext(res Result, p propagation.TextMapPropagator) trace.SpanCo
 	if len(res.Metadata) == 0 {
 		return trace.SpanContext{}
 	}
-	if p == nil {
-		p = otel.GetTextMapPropagator()
-	}
+	p = oteldefault.Propagator(p)
 	carrier := propagation.MapCarrier{}
 	for _, f := range p.Fields() {
 		if v, ok := res.Metadata[f].(string); ok {
