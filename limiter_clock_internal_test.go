@@ -1,10 +1,13 @@
 package ezthrottle
 
 import (
+	"context"
+	"math"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestHasMonotonic(t *testing.T) {
@@ -22,51 +25,62 @@ type fixedClock struct{ t time.Time }
 func (c fixedClock) Now() time.Time                 { return c.t }
 func (c fixedClock) NewTimer(d time.Duration) Timer { return SystemClock().NewTimer(d) }
 
-// TestMonoNow checks when the MemoryLimiter's one-read clock is used: only
-// with the system clock, and only when every time involved has a monotonic
-// reading; otherwise the Clock is read.
-func TestMonoNow(t *testing.T) {
+// TestLimiterNanos checks the MemoryLimiter's time scale: an injected clock
+// is read as it is; the system clock is read through its monotonic reading.
+func TestLimiterNanos(t *testing.T) {
 	at := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	fake := NewMemoryLimiter(MemoryLimiterConfig{Clock: fixedClock{at}})
-	assert.True(t, fake.epoch.IsZero())
-	assert.Equal(t, at, fake.monoNow(&hostState{}, time.Time{}), "an injected clock is always read")
+	clk := &fixedClock{at}
+	fake := NewMemoryLimiter(MemoryLimiterConfig{Clock: clk})
+	assert.False(t, fake.sys)
+	assert.Equal(t, at, fake.epoch)
+	clk.t = at.Add(1500 * time.Millisecond)
+	assert.Equal(t, int64(1500*time.Millisecond), fake.nanos(), "an injected clock is read")
+	assert.Equal(t, clk.t, fake.timeOf(fake.nanos()))
+	assert.Equal(t, int64(3*time.Second), fake.toNanos(at.Add(3*time.Second), fake.nanos()))
 
 	sys := NewMemoryLimiter(MemoryLimiterConfig{})
+	require.True(t, sys.sys)
 	assert.True(t, hasMonotonic(sys.epoch))
-	before := time.Now()
-	got := sys.monoNow(&hostState{}, before.Add(time.Minute))
-	after := time.Now()
-	assert.True(t, hasMonotonic(got))
-	assert.False(t, got.Before(before))
-	assert.False(t, got.After(after))
-
-	// The branches, with an epoch planted next to a fake clock: the clock
-	// is read exactly when the one-read clock must not be used.
-	m := NewMemoryLimiter(MemoryLimiterConfig{Clock: fixedClock{at}})
-	m.epoch = time.Now()
-	for _, tc := range []struct {
-		name      string
-		h         *hostState
-		deadline  time.Time
-		readClock bool
-	}{
-		{"no deadline", &hostState{}, time.Time{}, false},
-		{"monotonic deadline", &hostState{}, time.Now().Add(time.Second), false},
-		{"wall-only deadline", &hostState{}, time.Now().Add(time.Second).Round(0), true},
-		{"wall-only state", &hostState{wallOnly: true}, time.Time{}, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			assert.Equal(t, tc.readClock, m.monoNow(tc.h, tc.deadline).Equal(at))
-		})
-	}
+	before := time.Since(sys.epoch)
+	got := sys.nanos()
+	after := time.Since(sys.epoch)
+	assert.GreaterOrEqual(t, got, int64(before))
+	assert.LessOrEqual(t, got, int64(after))
 }
 
-// TestLearnWallOnly checks that a pause without a monotonic reading marks
-// the host state, and one with a monotonic reading does not.
-func TestLearnWallOnly(t *testing.T) {
+// TestLimiterToNanosWallClock checks that times with and without a
+// monotonic reading land on the limiter's scale (a wall clock step cannot
+// be simulated here; the wall-clock branch measures from time.Now, not
+// from the epoch), and that huge times saturate instead of wrapping.
+func TestLimiterToNanosWallClock(t *testing.T) {
 	m := NewMemoryLimiter(MemoryLimiterConfig{})
-	m.Learn(t.Context(), "mono", Signals{PauseUntil: time.Now().Add(time.Hour)})
-	m.Learn(t.Context(), "wall", Signals{PauseUntil: time.Now().Add(time.Hour).Round(0)})
-	assert.False(t, m.host("mono", DefaultLimit()).wallOnly)
-	assert.True(t, m.host("wall", DefaultLimit()).wallOnly)
+	m.epoch = time.Now().Add(-time.Hour)
+	now := m.nanos() // about +1h
+	mono := time.Now().Add(time.Minute)
+	wall := mono.Round(0)
+	assert.InDelta(t, float64(now+int64(time.Minute)), float64(m.toNanos(mono, now)), float64(time.Second))
+	assert.InDelta(t, float64(now+int64(time.Minute)), float64(m.toNanos(wall, now)), float64(time.Second))
+	// now is trusted for the wall-clock branch: the result is relative to it.
+	assert.InDelta(t, float64(int64(time.Minute)), float64(m.toNanos(wall, 0)), float64(time.Second))
+
+	assert.Equal(t, int64(math.MaxInt64), m.toNanos(time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), math.MaxInt64-10))
+}
+
+// TestLearnWallClockPause checks that a pause given as a wall clock time
+// (no monotonic reading) holds the host until that time.
+func TestLearnWallClockPause(t *testing.T) {
+	m := NewMemoryLimiter(MemoryLimiterConfig{})
+	until := time.Now().Add(time.Hour).Round(0)
+	m.Learn(t.Context(), "wall", Signals{PauseUntil: until})
+	st, ok := m.Stats("wall")
+	require.True(t, ok)
+	assert.WithinDuration(t, until, st.PausedUntil, time.Second)
+
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	_, err := m.Acquire(ctx, Admission{Key: "wall", Limit: DefaultLimit(), Deadline: time.Now().Add(time.Minute)})
+	var te *ThrottleError
+	require.ErrorAs(t, err, &te)
+	assert.True(t, te.Predicted)
+	assert.InDelta(t, float64(time.Hour), float64(te.Wait), float64(time.Second))
 }

@@ -34,9 +34,12 @@ type MemoryLimiterConfig struct {
 // over time. It starts no goroutines.
 type MemoryLimiter struct {
 	clock Clock
-	// epoch is a reading of the system clock when clock is SystemClock
-	// (zero otherwise); see monoNow.
-	epoch  time.Time
+	// epoch is the clock's reading at construction; the limiter keeps its
+	// times as nanoseconds since epoch (see nanos).
+	epoch time.Time
+	// sys is set when clock is the system clock: nanos then reads the
+	// monotonic clock only.
+	sys    bool
 	idle   time.Duration
 	seed   maphash.Seed
 	shards [limiterShards]limShard
@@ -45,8 +48,8 @@ type MemoryLimiter struct {
 type limShard struct {
 	mu        sync.RWMutex
 	hosts     map[string]*hostState
-	nextSweep time.Time
-	_         [40]byte // keep shards on separate cache lines
+	nextSweep int64
+	_         [48]byte // keep shards on separate cache lines
 }
 
 // NewMemoryLimiter returns an in-memory limiter.
@@ -55,9 +58,8 @@ func NewMemoryLimiter(cfg MemoryLimiterConfig) *MemoryLimiter {
 	if m.clock == nil {
 		m.clock = SystemClock()
 	}
-	if _, ok := m.clock.(systemClock); ok {
-		m.epoch = time.Now()
-	}
+	_, m.sys = m.clock.(systemClock)
+	m.epoch = m.clock.Now()
 	if m.idle <= 0 {
 		m.idle = DefaultIdleTimeout
 	}
@@ -81,14 +83,11 @@ type hostState struct {
 	learnedRate  float64 // 0 = none
 	learnedSlots int     // 0 = none
 
+	// Times are nanoseconds since the limiter's epoch (see nanos).
 	tokens      float64
-	last        time.Time // tokens were computed at last
-	pausedUntil time.Time
-	lastUsed    time.Time
-	// wallOnly is set when pausedUntil or last came from a time without a
-	// monotonic reading (a Signals.PauseUntil given to Learn by a caller
-	// other than the Transport): acquire then reads the full clock.
-	wallOnly bool
+	last        int64 // tokens were computed at last
+	pausedUntil int64 // 0: never paused
+	lastUsed    int64
 }
 
 type waiter struct {
@@ -109,15 +108,15 @@ func (m *MemoryLimiter) host(key string, lim Limit) *hostState {
 	if h != nil {
 		return h
 	}
-	now := m.clock.Now()
+	now := m.nanos()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if h = s.hosts[key]; h != nil {
 		return h
 	}
-	if !now.Before(s.nextSweep) {
+	if now >= s.nextSweep {
 		m.sweep(s, now)
-		s.nextSweep = now.Add(m.idle / 2)
+		s.nextSweep = now + int64(m.idle/2)
 	}
 	h = &hostState{cfg: lim, tokens: lim.burst(), last: now, lastUsed: now}
 	s.hosts[key] = h
@@ -125,10 +124,10 @@ func (m *MemoryLimiter) host(key string, lim Limit) *hostState {
 }
 
 // sweep evicts idle hosts of one shard; s.mu is held.
-func (m *MemoryLimiter) sweep(s *limShard, now time.Time) {
+func (m *MemoryLimiter) sweep(s *limShard, now int64) {
 	for k, h := range s.hosts {
 		h.mu.Lock()
-		if h.inflight == 0 && h.head == nil && !now.Before(h.pausedUntil) && now.Sub(h.lastUsed) >= m.idle {
+		if h.inflight == 0 && h.head == nil && now >= h.pausedUntil && now-h.lastUsed >= int64(m.idle) {
 			h.evicted = true
 			delete(s.hosts, k)
 		}
@@ -149,13 +148,13 @@ func (h *hostState) effective() (rate, burst float64, slots int) {
 }
 
 // refill brings the bucket up to now.
-func (h *hostState) refill(now time.Time, rate, burst float64) {
+func (h *hostState) refill(now int64, rate, burst float64) {
 	if math.IsInf(rate, 1) {
 		h.tokens, h.last = burst, now
 		return
 	}
-	if d := now.Sub(h.last); d > 0 { // one comparison: Sub > 0 is After
-		h.tokens += d.Seconds() * rate
+	if d := now - h.last; d > 0 {
+		h.tokens += float64(d) / 1e9 * rate
 		h.last = now
 	}
 	if h.tokens > burst {
@@ -165,10 +164,10 @@ func (h *hostState) refill(now time.Time, rate, burst float64) {
 
 // tokenWait is how long until n requests can have started on rate and
 // pause alone (the bucket has been refilled to now).
-func (h *hostState) tokenWait(now time.Time, rate float64, n float64) time.Duration {
+func (h *hostState) tokenWait(now int64, rate float64, n float64) time.Duration {
 	var base time.Duration
-	if h.pausedUntil.After(now) {
-		base = h.pausedUntil.Sub(now)
+	if h.pausedUntil > now {
+		base = time.Duration(h.pausedUntil - now)
 	}
 	if math.IsInf(rate, 1) {
 		return base
@@ -227,21 +226,38 @@ func (h *hostState) wakeHead() {
 	}
 }
 
-// monoNow is the current time for acquire's first look at h (h.mu is
-// held). With the system clock it is m.epoch plus the monotonic time
-// elapsed since: one clock read instead of two (time.Now reads the wall
-// and the monotonic clocks). Its monotonic reading is exactly time.Now's,
-// so every comparison with a time that has one (all the limiter's own, a
-// context.WithTimeout deadline) is unchanged; its wall reading may drift
-// from the wall clock, so the full clock is read whenever a time without a
-// monotonic reading is involved: such a deadline, or a state marked
-// wallOnly.
-func (m *MemoryLimiter) monoNow(h *hostState, deadline time.Time) time.Time {
-	if m.epoch.IsZero() || h.wallOnly || !(deadline.IsZero() || hasMonotonic(deadline)) {
-		return m.clock.Now()
+// nanos returns the current time as nanoseconds since m.epoch. With the
+// system clock that is one read of the monotonic clock (time.Now reads the
+// wall clock too); an injected Clock is read as it is.
+func (m *MemoryLimiter) nanos() int64 {
+	if m.sys {
+		return int64(time.Since(m.epoch))
 	}
-	return m.epoch.Add(time.Since(m.epoch))
+	return int64(m.clock.Now().Sub(m.epoch))
 }
+
+// toNanos converts t to nanoseconds since m.epoch, now being the current
+// time on that scale. A time without a monotonic clock reading (a wall
+// clock time: a deadline made with context.WithDeadline(time.Date(…)), a
+// Signals.PauseUntil parsed from a header) is measured from the current
+// wall clock, so that a wall clock step since epoch does not shift it.
+func (m *MemoryLimiter) toNanos(t time.Time, now int64) int64 {
+	if m.sys && !hasMonotonic(t) {
+		d := int64(time.Until(t)) // saturates at ±292 years
+		if d > 0 && now > math.MaxInt64-d {
+			return math.MaxInt64
+		}
+		return now + d
+	}
+	return int64(t.Sub(m.epoch))
+}
+
+// timeOf converts nanoseconds since m.epoch back to a time of the clock.
+func (m *MemoryLimiter) timeOf(ns int64) time.Time { return m.epoch.Add(time.Duration(ns)) }
+
+// noDeadline is the deadline, in nanoseconds since epoch, of an admission
+// without one.
+const noDeadline = math.MaxInt64
 
 // hasMonotonic reports whether t carries a monotonic clock reading
 // (Round(0) strips it, and only it).
@@ -262,13 +278,13 @@ func (h *hostState) Release() {
 // for every waiter ahead; a wait for a free slot in flight cannot be
 // predicted and is bounded by ctx and a.Deadline only.
 func (m *MemoryLimiter) Acquire(ctx context.Context, a Admission) (Permit, error) {
-	return m.acquire(ctx, a, nil)
+	return m.acquire(ctx, &a, nil)
 }
 
 // acquire is Acquire with an optional cache of the host's state (the
 // Transport keeps one per host key, saving the sharded map lookup). An
 // evicted cached state is replaced.
-func (m *MemoryLimiter) acquire(ctx context.Context, a Admission, cache *atomic.Pointer[hostState]) (Permit, error) {
+func (m *MemoryLimiter) acquire(ctx context.Context, a *Admission, cache *atomic.Pointer[hostState]) (Permit, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -291,7 +307,7 @@ func (m *MemoryLimiter) acquire(ctx context.Context, a Admission, cache *atomic.
 			}
 			continue
 		}
-		now := m.monoNow(h, a.Deadline)
+		now := m.nanos()
 		h.cfg, h.lastUsed = a.Limit, now
 		rate, burst, slots := h.effective()
 		h.refill(now, rate, burst)
@@ -301,21 +317,25 @@ func (m *MemoryLimiter) acquire(ctx context.Context, a Admission, cache *atomic.
 			return h, nil
 		}
 		wait := h.tokenWait(now, rate, float64(h.nwait+1))
-		if !a.Deadline.IsZero() && now.Add(wait).After(a.Deadline) {
-			h.mu.Unlock()
-			return nil, &ThrottleError{Host: a.Key, Wait: wait, Predicted: true}
+		deadline := int64(noDeadline)
+		if !a.Deadline.IsZero() {
+			deadline = m.toNanos(a.Deadline, now)
+			if now+int64(wait) > deadline {
+				h.mu.Unlock()
+				return nil, &ThrottleError{Host: a.Key, Wait: wait, Predicted: true}
+			}
 		}
 		w := &waiter{wake: make(chan struct{}, 1)}
 		h.enqueue(w)
-		return m.wait(ctx, h, w, a, now)
+		return m.wait(ctx, h, w, a.Key, deadline, now)
 	}
 }
 
 // wait runs the queue protocol for w; h.mu is held on entry and released on
 // return.
-func (m *MemoryLimiter) wait(ctx context.Context, h *hostState, w *waiter, a Admission, start time.Time) (Permit, error) {
+func (m *MemoryLimiter) wait(ctx context.Context, h *hostState, w *waiter, key string, deadline, start int64) (Permit, error) {
 	for {
-		now := m.clock.Now()
+		now := m.nanos()
 		rate, burst, slots := h.effective()
 		h.refill(now, rate, burst)
 		d := time.Duration(-1) // -1: no timer, wait for a wake-up
@@ -331,13 +351,13 @@ func (m *MemoryLimiter) wait(ctx context.Context, h *hostState, w *waiter, a Adm
 				return h, nil
 			}
 		}
-		if !a.Deadline.IsZero() {
-			left := a.Deadline.Sub(now)
+		if deadline != noDeadline {
+			left := time.Duration(deadline - now)
 			if left <= 0 {
 				h.remove(w)
 				h.wakeHead()
 				h.mu.Unlock()
-				return nil, &ThrottleError{Host: a.Key, Wait: now.Sub(start)}
+				return nil, &ThrottleError{Host: key, Wait: time.Duration(now - start)}
 			}
 			if d < 0 || left < d {
 				d = left
@@ -351,7 +371,7 @@ func (m *MemoryLimiter) wait(ctx context.Context, h *hostState, w *waiter, a Adm
 		if d >= 0 {
 			// Aim at the instant computed above: time spent since now was
 			// read (or a test clock advanced meanwhile) must not delay it.
-			t = newTimerAt(m.clock, now.Add(d))
+			t = newTimerAt(m.clock, m.timeOf(now+int64(d)))
 			tc = t.C()
 		}
 		select {
@@ -389,7 +409,7 @@ func (m *MemoryLimiter) Learn(_ context.Context, key string, s Signals) {
 			h.mu.Unlock()
 			continue
 		}
-		now := m.clock.Now()
+		now := m.nanos()
 		h.lastUsed = now
 		if s.HasRPS && s.RPS > 0 && !math.IsNaN(s.RPS) {
 			rate, burst, _ := h.effective()
@@ -399,11 +419,10 @@ func (m *MemoryLimiter) Learn(_ context.Context, key string, s Signals) {
 		if s.HasMaxConcurrent && s.MaxConcurrent > 0 {
 			h.learnedSlots = s.MaxConcurrent
 		}
-		if s.PauseUntil.After(now) && s.PauseUntil.After(h.pausedUntil) {
-			h.pausedUntil = s.PauseUntil
-			h.tokens, h.last = 1, s.PauseUntil
-			if !hasMonotonic(s.PauseUntil) {
-				h.wallOnly = true
+		if !s.PauseUntil.IsZero() {
+			if pu := m.toNanos(s.PauseUntil, now); pu > now && pu > h.pausedUntil {
+				h.pausedUntil = pu
+				h.tokens, h.last = 1, pu
 			}
 		}
 		h.wakeHead()
@@ -441,9 +460,13 @@ func (m *MemoryLimiter) Stats(key string) (HostStats, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	rate, burst, slots := h.effective()
+	var paused time.Time
+	if h.pausedUntil != 0 {
+		paused = m.timeOf(h.pausedUntil)
+	}
 	return HostStats{
 		Rate: rate, Burst: int(burst), MaxInFlight: slots,
-		InFlight: h.inflight, Waiting: h.nwait, PausedUntil: h.pausedUntil,
+		InFlight: h.inflight, Waiting: h.nwait, PausedUntil: paused,
 		Learned: h.learnedRate > 0 || h.learnedSlots > 0,
 	}, true
 }

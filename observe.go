@@ -23,16 +23,14 @@ type observer interface {
 	// forwardFailed is called when forwarding was attempted and failed
 	// (err is a *ForwardFailedError); the caller gets the original outcome.
 	forwardFailed(ctx context.Context, err error)
-	// timing reports whether the request's throttle wait must be measured
-	// (throttled is called only then).
-	timing(ctx context.Context) bool
 }
 
 // acquire runs the limiter for one request (the throttle-wait observation
-// point).
-func (t *Transport) acquire(ctx context.Context, hi *hostInfo, adm Admission) (Permit, error) {
+// point); the wait is measured and observed only when observed is true
+// (the request carries telemetry state).
+func (t *Transport) acquire(ctx context.Context, hi *hostInfo, adm *Admission, observed bool) (Permit, error) {
 	var start time.Time
-	timed := t.obs != nil && t.obs.timing(ctx)
+	timed := observed && t.obs != nil
 	if timed {
 		start = t.clock.Now()
 	}
@@ -43,7 +41,7 @@ func (t *Transport) acquire(ctx context.Context, hi *hostInfo, adm Admission) (P
 	if t.mem != nil {
 		p, err = t.mem.acquire(ctx, adm, &hi.state)
 	} else {
-		p, err = t.limiter.Acquire(ctx, adm)
+		p, err = t.limiter.Acquire(ctx, *adm)
 	}
 	if timed {
 		t.obs.throttled(ctx, hi.key, t.clock.Now().Sub(start), err)

@@ -328,10 +328,6 @@ func (tm *telemetry) startRequest(ctx context.Context, req *http.Request, st *re
 	return ctx, h
 }
 
-// timing reports whether the throttle wait of the request must be
-// measured (the observer calls throttled only then).
-func (tm *telemetry) timing(ctx context.Context) bool { return stateFrom(ctx) != nil }
-
 // throttled records the throttle wait (err is the Limiter's): the
 // histogram, the SpanThrottle child span (started back at the beginning of
 // the wait) and the request span's attributes.

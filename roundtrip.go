@@ -31,15 +31,17 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	r, st := t.tel.begin(req)
 	if st == nil {
-		return t.roundTrip(req)
+		return t.roundTrip(req, false)
 	}
-	resp, err := t.roundTrip(r)
+	resp, err := t.roundTrip(r, true)
 	t.tel.finish(r, st, resp, err)
 	return resp, err
 }
 
-// roundTrip is RoundTrip without the telemetry bracket.
-func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
+// roundTrip is RoundTrip without the telemetry bracket; observed is true
+// when the request carries telemetry state (the throttle wait is then
+// measured and reported to the observer).
+func (t *Transport) roundTrip(req *http.Request, observed bool) (*http.Response, error) {
 	ctx := req.Context()
 	hi := t.hostFor(req.URL)
 	fwd := t.cfg.submitter != nil && !ezclient.ForwardingSuppressed(ctx)
@@ -54,7 +56,7 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 			adm.Deadline, cause = mw, ErrMaxWait
 		}
 	}
-	permit, err := t.acquire(ctx, hi, adm)
+	permit, err := t.acquire(ctx, hi, &adm, observed)
 	if err != nil {
 		return t.notAdmitted(req, hi, fwd, err, cause)
 	}
