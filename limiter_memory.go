@@ -72,10 +72,15 @@ func NewMemoryLimiter(cfg MemoryLimiterConfig) *MemoryLimiter {
 // hostState is the throttle state of one host. It is also the Permit the
 // MemoryLimiter hands out (releasing it frees one slot in flight).
 type hostState struct {
-	mu       sync.Mutex
-	evicted  bool
-	inflight int
-	nwait    int
+	mu      sync.Mutex
+	evicted bool
+	// inflight and nwait change under mu, but Release lowers inflight and
+	// reads nwait without it: a waiter raises nwait before it reads
+	// inflight, and Release lowers inflight before it reads nwait, so
+	// (atomics being sequentially consistent) either the waiter sees the
+	// free slot or Release sees the waiter and wakes the queue's head.
+	inflight atomic.Int64
+	nwait    atomic.Int64
 	head     *waiter
 	tail     *waiter
 
@@ -127,7 +132,7 @@ func (m *MemoryLimiter) host(key string, lim Limit) *hostState {
 func (m *MemoryLimiter) sweep(s *limShard, now int64) {
 	for k, h := range s.hosts {
 		h.mu.Lock()
-		if h.inflight == 0 && h.head == nil && now >= h.pausedUntil && now-h.lastUsed >= int64(m.idle) {
+		if h.inflight.Load() == 0 && h.head == nil && now >= h.pausedUntil && now-h.lastUsed >= int64(m.idle) {
 			h.evicted = true
 			delete(s.hosts, k)
 		}
@@ -187,7 +192,7 @@ func (h *hostState) admit(rate float64) {
 	if !math.IsInf(rate, 1) {
 		h.tokens--
 	}
-	h.inflight++
+	h.inflight.Add(1)
 }
 
 func (h *hostState) enqueue(w *waiter) {
@@ -198,7 +203,7 @@ func (h *hostState) enqueue(w *waiter) {
 		h.head = w
 	}
 	h.tail = w
-	h.nwait++
+	h.nwait.Add(1)
 }
 
 func (h *hostState) remove(w *waiter) {
@@ -213,7 +218,7 @@ func (h *hostState) remove(w *waiter) {
 		h.tail = w.prev
 	}
 	w.prev, w.next = nil, nil
-	h.nwait--
+	h.nwait.Add(-1)
 }
 
 // wakeHead nudges the first waiter to re-evaluate its turn.
@@ -264,13 +269,21 @@ const noDeadline = math.MaxInt64
 func hasMonotonic(t time.Time) bool { return t != t.Round(0) }
 
 // Release frees one slot in flight (hostState is the MemoryLimiter's Permit).
+// Without waiters it takes no lock (see hostState). A second Release of
+// one permit is ignored as long as nothing else is in flight; never below
+// zero.
 func (h *hostState) Release() {
-	h.mu.Lock()
-	if h.inflight > 0 {
-		h.inflight--
+	for {
+		n := h.inflight.Load()
+		if n <= 0 || h.inflight.CompareAndSwap(n, n-1) {
+			break
+		}
 	}
-	h.wakeHead()
-	h.mu.Unlock()
+	if h.nwait.Load() > 0 {
+		h.mu.Lock()
+		h.wakeHead()
+		h.mu.Unlock()
+	}
 }
 
 // Acquire implements Limiter. Waiters of a host are served strictly in
@@ -311,12 +324,12 @@ func (m *MemoryLimiter) acquire(ctx context.Context, a *Admission, cache *atomic
 		h.cfg, h.lastUsed = a.Limit, now
 		rate, burst, slots := h.effective()
 		h.refill(now, rate, burst)
-		if h.head == nil && (slots == 0 || h.inflight < slots) && h.tokenWait(now, rate, 1) <= 0 {
+		if h.head == nil && (slots == 0 || h.inflight.Load() < int64(slots)) && h.tokenWait(now, rate, 1) <= 0 {
 			h.admit(rate)
 			h.mu.Unlock()
 			return h, nil
 		}
-		wait := h.tokenWait(now, rate, float64(h.nwait+1))
+		wait := h.tokenWait(now, rate, float64(h.nwait.Load()+1))
 		deadline := int64(noDeadline)
 		if !a.Deadline.IsZero() {
 			deadline = m.toNanos(a.Deadline, now)
@@ -342,7 +355,7 @@ func (m *MemoryLimiter) wait(ctx context.Context, h *hostState, w *waiter, key s
 		if h.head == w {
 			if td := h.tokenWait(now, rate, 1); td > 0 {
 				d = td
-			} else if slots == 0 || h.inflight < slots {
+			} else if slots == 0 || h.inflight.Load() < int64(slots) {
 				h.admit(rate)
 				h.remove(w)
 				h.lastUsed = now
@@ -466,7 +479,7 @@ func (m *MemoryLimiter) Stats(key string) (HostStats, bool) {
 	}
 	return HostStats{
 		Rate: rate, Burst: int(burst), MaxInFlight: slots,
-		InFlight: h.inflight, Waiting: h.nwait, PausedUntil: paused,
+		InFlight: int(h.inflight.Load()), Waiting: int(h.nwait.Load()), PausedUntil: paused,
 		Learned: h.learnedRate > 0 || h.learnedSlots > 0,
 	}, true
 }

@@ -147,6 +147,69 @@ func TestMemoryLimiterInFlightCap(t *testing.T) {
 	assert.Equal(t, 0, stats(t, m, hostA).InFlight)
 }
 
+// TestMemoryLimiterReleaseNoLostWakeup hammers one host with a cap of one
+// in flight: Release frees the slot without the host's lock, so a waiter
+// that checked the slot just before it was freed must still be woken. A
+// lost wake-up hangs a goroutine (caught by the context's generous bound,
+// which only turns a hang into a failure); the cap must never be exceeded.
+func TestMemoryLimiterReleaseNoLostWakeup(t *testing.T) {
+	m := ezthrottle.NewMemoryLimiter(ezthrottle.MemoryLimiterConfig{})
+	adm := ezthrottle.Admission{Key: hostA, Limit: ezthrottle.Limit{Rate: math.Inf(1), MaxInFlight: 1}}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const workers, rounds = 8, 2000
+	var inFlight, maxSeen atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range rounds {
+				p, err := m.Acquire(ctx, adm)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				n := inFlight.Add(1)
+				for {
+					old := maxSeen.Load()
+					if n <= old || maxSeen.CompareAndSwap(old, n) {
+						break
+					}
+				}
+				inFlight.Add(-1)
+				p.Release()
+			}
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, int64(1), maxSeen.Load())
+	st := stats(t, m, hostA)
+	assert.Equal(t, 0, st.InFlight)
+	assert.Equal(t, 0, st.Waiting)
+}
+
+// TestMemoryLimiterDoubleRelease checks that releasing a permit twice never
+// drives the count in flight below zero (which would let an extra request
+// past the cap later).
+func TestMemoryLimiterDoubleRelease(t *testing.T) {
+	m := ezthrottle.NewMemoryLimiter(ezthrottle.MemoryLimiterConfig{Clock: newFakeClock()})
+	adm := ezthrottle.Admission{Key: hostA, Limit: ezthrottle.Limit{Rate: math.Inf(1), MaxInFlight: 1}}
+	p, err := m.Acquire(context.Background(), adm)
+	require.NoError(t, err)
+	p.Release()
+	p.Release()
+	assert.Equal(t, 0, stats(t, m, hostA).InFlight)
+	p1, err := m.Acquire(context.Background(), adm)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := acquireAsync(m, ctx, adm)
+	waitFor(t, "second queued", func() bool { return stats(t, m, hostA).Waiting == 1 })
+	cancel()
+	assert.ErrorIs(t, (<-ch).err, context.Canceled, "a second request got past the cap of one")
+	p1.Release()
+}
+
 func TestMemoryLimiterDeadlineDecision(t *testing.T) {
 	clk := newFakeClock()
 	m := ezthrottle.NewMemoryLimiter(ezthrottle.MemoryLimiterConfig{Clock: clk})
