@@ -13,9 +13,11 @@ import (
 // hot path beyond a nil check); the OpenTelemetry integration implements it
 // to record spans and metrics at exactly these points.
 type observer interface {
-	// throttled is called after the limiter admitted or refused the
-	// request; err is nil when it was admitted.
-	throttled(ctx context.Context, host string, wait time.Duration, err error)
+	// throttleStart is called before the limiter runs; the limiter is
+	// given the returned context (carrying the throttle span, so that a
+	// Limiter's own spans nest under it), and end is called after it
+	// admitted or refused the request (err is nil when admitted).
+	throttleStart(ctx context.Context, host string, start time.Time) (lctx context.Context, end func(wait time.Duration, err error))
 	// learned is called with the signals handed to the limiter.
 	learned(ctx context.Context, host string, s Signals)
 	// forwarded is called when a request became a job.
@@ -29,22 +31,27 @@ type observer interface {
 // point); the wait is measured and observed only when observed is true
 // (the request carries telemetry state).
 func (t *Transport) acquire(ctx context.Context, hi *hostInfo, adm *Admission, observed bool) (Permit, error) {
-	var start time.Time
+	var (
+		start time.Time
+		end   func(time.Duration, error)
+		lctx  = ctx
+	)
 	timed := observed && t.obs != nil
 	if timed {
 		start = t.clock.Now()
+		lctx, end = t.obs.throttleStart(ctx, hi.key, start)
 	}
 	var (
 		p   Permit
 		err error
 	)
 	if t.mem != nil {
-		p, err = t.mem.acquire(ctx, adm, &hi.state)
+		p, err = t.mem.acquire(lctx, adm, &hi.state)
 	} else {
-		p, err = t.limiter.Acquire(ctx, *adm)
+		p, err = t.limiter.Acquire(lctx, *adm)
 	}
 	if timed {
-		t.obs.throttled(ctx, hi.key, t.clock.Now().Sub(start), err)
+		end(t.clock.Now().Sub(start), err)
 	}
 	return p, err
 }

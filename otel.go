@@ -31,7 +31,9 @@ const InstrumentationName = "github.com/ezthrottle/ezthrottle-go"
 // Transport's own span with WithRequestSpan.
 const (
 	// SpanThrottle covers the wait for the host's turn (the Limiter's
-	// Acquire). Its duration is the throttle wait.
+	// Acquire). Its duration is the throttle wait. The Limiter runs with
+	// it in its context, so a Limiter's own spans (a Redis client's, say)
+	// are its children.
 	SpanThrottle = "ezthrottle.throttle"
 	// SpanSubmit covers the submission of a forwarded request to the
 	// engine (the Submitter's Submit). The forwarded job carries its span
@@ -328,34 +330,41 @@ func (tm *telemetry) startRequest(ctx context.Context, req *http.Request, st *re
 	return ctx, h
 }
 
-// throttled records the throttle wait (err is the Limiter's): the
-// histogram, the SpanThrottle child span (started back at the beginning of
-// the wait) and the request span's attributes.
-func (tm *telemetry) throttled(ctx context.Context, host string, wait time.Duration, err error) {
+// throttleStart starts the SpanThrottle child span when the request's
+// span records, and returns the context to run the Limiter with (carrying
+// that span, so that a Limiter's own spans are its children) and the
+// function that ends the wait: it records the histogram, ends the span and
+// sets the request span's attributes (err is the Limiter's).
+func (tm *telemetry) throttleStart(ctx context.Context, host string, start time.Time) (context.Context, func(time.Duration, error)) {
 	st := stateFrom(ctx)
 	if st == nil {
-		return
+		return ctx, func(time.Duration, error) {}
 	}
-	st.admitted = err == nil
-	wait = max(wait, 0)
-	secs := wait.Seconds()
-	opt := tm.waitOK
-	if err != nil {
-		opt = tm.waitRejected
+	lctx, span := ctx, trace.Span(nil)
+	if st.rec {
+		lctx, span = tm.tracer.Start(ctx, SpanThrottle, trace.WithTimestamp(start),
+			trace.WithAttributes(AttrHost.String(host)))
 	}
-	tm.wait.Record(ctx, secs, opt)
-	if !st.rec {
-		return
+	return lctx, func(wait time.Duration, err error) {
+		st.admitted = err == nil
+		wait = max(wait, 0)
+		secs := wait.Seconds()
+		opt := tm.waitOK
+		if err != nil {
+			opt = tm.waitRejected
+		}
+		tm.wait.Record(ctx, secs, opt)
+		if span == nil {
+			return
+		}
+		span.SetAttributes(AttrThrottleWait.Float64(secs), AttrThrottleAdmitted.Bool(err == nil))
+		if err != nil {
+			span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
+			span.SetStatus(codes.Error, err.Error()) // host key and durations only
+		}
+		span.End(trace.WithTimestamp(start.Add(wait)))
+		st.span.SetAttributes(AttrHost.String(host), AttrThrottleWait.Float64(secs))
 	}
-	now := tm.clock.Now()
-	_, span := tm.tracer.Start(ctx, SpanThrottle, trace.WithTimestamp(now.Add(-wait)),
-		trace.WithAttributes(AttrHost.String(host), AttrThrottleWait.Float64(secs), AttrThrottleAdmitted.Bool(err == nil)))
-	if err != nil {
-		span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
-		span.SetStatus(codes.Error, err.Error()) // host key and durations only
-	}
-	span.End(trace.WithTimestamp(now))
-	st.span.SetAttributes(AttrHost.String(host), AttrThrottleWait.Float64(secs))
 }
 
 // learned records the rate-limit signals of a response as an event of the

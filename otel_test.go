@@ -259,6 +259,42 @@ func TestTelemetryThrottledWait(t *testing.T) {
 	assert.Equal(t, 1.0, w.Sum)
 }
 
+// tracingLimiter is a Limiter that records its own span, as a distributed
+// limiter instrumented with OpenTelemetry would.
+type tracingLimiter struct {
+	ezthrottle.Limiter
+	tracer trace.Tracer
+}
+
+func (l tracingLimiter) Acquire(ctx context.Context, a ezthrottle.Admission) (ezthrottle.Permit, error) {
+	ctx, span := l.tracer.Start(ctx, "limiter.acquire")
+	defer span.End()
+	return l.Limiter.Acquire(ctx, a)
+}
+
+// TestTelemetryLimiterSpanNestsUnderThrottle checks that the Limiter runs
+// with the throttle span in its context: its own spans are children of
+// SpanThrottle, which covers them.
+func TestTelemetryLimiterSpanNestsUnderThrottle(t *testing.T) {
+	k := newOtelKit(t)
+	lim := tracingLimiter{Limiter: ezthrottle.NewMemoryLimiter(ezthrottle.MemoryLimiterConfig{}), tracer: k.tp.Tracer("test")}
+	base := rtFunc(func(r *http.Request) (*http.Response, error) { return respond(r, 200, "ok"), nil })
+	tr := mustNew(t, append(k.opts(), ezthrottle.WithBase(base), ezthrottle.WithLimiter(lim))...)
+	ctx, caller := k.caller("call")
+	resp, err := get(t, tr, ctx, "https://api.example.com/a")
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	caller.End()
+
+	th := k.span(t, ezthrottle.SpanThrottle)
+	inner := k.span(t, "limiter.acquire")
+	assert.Equal(t, caller.SpanContext().SpanID(), th.Parent().SpanID())
+	assert.Equal(t, th.SpanContext().SpanID(), inner.Parent().SpanID(), "the Limiter's span is a child of the throttle span")
+	assert.False(t, inner.StartTime().Before(th.StartTime()))
+	assert.False(t, inner.EndTime().After(th.EndTime()))
+	assert.True(t, attrs(th)[ezthrottle.AttrThrottleAdmitted].AsBool())
+}
+
 func TestTelemetryForwarded429(t *testing.T) {
 	k := newOtelKit(t)
 	sub := &fakeSubmitter{}
