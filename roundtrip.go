@@ -56,7 +56,15 @@ func (t *Transport) roundTrip(req *http.Request, observed bool) (*http.Response,
 			adm.Deadline, cause = mw, ErrMaxWait
 		}
 	}
-	permit, err := t.acquire(ctx, hi, &adm, observed)
+	var (
+		permit Permit
+		err    error
+	)
+	if t.mem != nil && !observed {
+		permit, err = t.mem.acquire(ctx, &adm, &hi.state) // the common case, without a call level
+	} else {
+		permit, err = t.acquire(ctx, hi, &adm, observed)
+	}
 	if err != nil {
 		return t.notAdmitted(req, hi, fwd, err, cause)
 	}
