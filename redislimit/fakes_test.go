@@ -98,10 +98,15 @@ func (c *fakeClock) Now() time.Time {
 }
 
 func (c *fakeClock) NewTimer(d time.Duration) ezthrottle.Timer {
+	return c.NewTimerAt(c.Now().Add(d))
+}
+
+// NewTimerAt implements ezthrottle.TimerAtClock.
+func (c *fakeClock) NewTimerAt(at time.Time) ezthrottle.Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	t := &fakeTimer{c: make(chan time.Time, 1), at: c.now.Add(d)}
-	if d <= 0 {
+	t := &fakeTimer{c: make(chan time.Time, 1), at: at}
+	if !at.After(c.now) {
 		t.c <- c.now
 		t.fired = true
 		return t
