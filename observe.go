@@ -2,6 +2,7 @@ package ezthrottle
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 )
@@ -40,6 +41,11 @@ func (t *Transport) acquire(ctx context.Context, hi *hostInfo, adm *Admission, o
 	if timed {
 		start = t.clock.Now()
 		lctx, end = t.obs.throttleStart(ctx, hi.key, start)
+		defer func() {
+			if end != nil { // the Limiter panicked: end the span, let the panic go on
+				end(t.clock.Now().Sub(start), errLimiterPanic)
+			}
+		}()
 	}
 	var (
 		p   Permit
@@ -51,10 +57,16 @@ func (t *Transport) acquire(ctx context.Context, hi *hostInfo, adm *Admission, o
 		p, err = t.limiter.Acquire(lctx, *adm)
 	}
 	if timed {
-		end(t.clock.Now().Sub(start), err)
+		e := end
+		end = nil
+		e(t.clock.Now().Sub(start), err)
 	}
 	return p, err
 }
+
+// errLimiterPanic is what the throttle span records when the Limiter
+// panics.
+var errLimiterPanic = errors.New("ezthrottle: the Limiter panicked")
 
 // observeLearned is the observation point of learned signals.
 func (t *Transport) observeLearned(ctx context.Context, host string, s Signals) {

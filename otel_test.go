@@ -295,6 +295,49 @@ func TestTelemetryLimiterSpanNestsUnderThrottle(t *testing.T) {
 	assert.True(t, attrs(th)[ezthrottle.AttrThrottleAdmitted].AsBool())
 }
 
+type panicLimiter struct{ ezthrottle.Limiter }
+
+func (panicLimiter) Acquire(context.Context, ezthrottle.Admission) (ezthrottle.Permit, error) {
+	panic("limiter exploded")
+}
+
+// TestTelemetryLimiterPanicEndsThrottleSpan checks that a Limiter's panic
+// still ends the throttle span (with an error status) and goes on to the
+// caller.
+func TestTelemetryLimiterPanicEndsThrottleSpan(t *testing.T) {
+	k := newOtelKit(t)
+	base := rtFunc(func(r *http.Request) (*http.Response, error) { return respond(r, 200, "ok"), nil })
+	tr := mustNew(t, append(k.opts(), ezthrottle.WithBase(base), ezthrottle.WithLimiter(panicLimiter{}))...)
+	ctx, caller := k.caller("call")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://api.example.com/a", nil)
+	require.NoError(t, err)
+	assert.PanicsWithValue(t, "limiter exploded", func() { _, _ = tr.RoundTrip(req) })
+	caller.End()
+
+	th := k.span(t, ezthrottle.SpanThrottle)
+	assert.Equal(t, codes.Error, th.Status().Code)
+	assert.Contains(t, th.Status().Description, "panicked")
+	assert.False(t, attrs(th)[ezthrottle.AttrThrottleAdmitted].AsBool())
+	assert.Equal(t, map[string]int64{"rejected": 1}, k.outcomes(t), "the request is counted")
+}
+
+// TestTelemetryBasePanicEndsRequestSpan checks that a panic in the base
+// RoundTripper still ends the Transport's own request span (with an error
+// status) and counts the request, and goes on to the caller.
+func TestTelemetryBasePanicEndsRequestSpan(t *testing.T) {
+	k := newOtelKit(t)
+	base := rtFunc(func(*http.Request) (*http.Response, error) { panic("base exploded") })
+	tr := mustNew(t, append(k.opts(), ezthrottle.WithBase(base), ezthrottle.WithRequestSpan())...)
+	req, err := http.NewRequest(http.MethodGet, "https://api.example.com/a", nil)
+	require.NoError(t, err)
+	assert.PanicsWithValue(t, "base exploded", func() { _, _ = tr.RoundTrip(req) })
+
+	own := k.span(t, "GET")
+	assert.Equal(t, codes.Error, own.Status().Code)
+	assert.Contains(t, own.Status().Description, "panicked")
+	assert.Equal(t, map[string]int64{"error": 1}, k.outcomes(t))
+}
+
 func TestTelemetryForwarded429(t *testing.T) {
 	k := newOtelKit(t)
 	sub := &fakeSubmitter{}

@@ -33,10 +33,21 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if st == nil {
 		return t.roundTrip(req, false)
 	}
+	finished := false
+	defer func() {
+		if !finished { // a panic (base, Limiter, Submitter): record it, let it go on
+			t.tel.finish(r, st, nil, errRoundTripPanic)
+		}
+	}()
 	resp, err := t.roundTrip(r, true)
+	finished = true
 	t.tel.finish(r, st, resp, err)
 	return resp, err
 }
+
+// errRoundTripPanic is what the request's telemetry records when the round
+// trip panics.
+var errRoundTripPanic = errors.New("ezthrottle: the round trip panicked")
 
 // roundTrip is RoundTrip without the telemetry bracket; observed is true
 // when the request carries telemetry state (the throttle wait is then
