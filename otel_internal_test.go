@@ -10,7 +10,8 @@ import (
 
 // BenchmarkTelemetryInactive isolates the work the OpenTelemetry
 // integration adds to a request when nothing records (global or no-op
-// providers): the check in RoundTrip and the one before the throttle wait.
+// providers): the one check in RoundTrip (the throttle wait is then not
+// observed at all).
 func BenchmarkTelemetryInactive(b *testing.B) {
 	for _, bc := range []struct {
 		name string
