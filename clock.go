@@ -26,8 +26,11 @@ type TimerAtClock interface {
 	NewTimerAt(t time.Time) Timer
 }
 
-// newTimerAt returns a timer firing at t, exactly when c can.
-func newTimerAt(c Clock, t time.Time) Timer {
+// NewTimerAt returns a timer of c that fires at t: with c's NewTimerAt
+// when c is a TimerAtClock, else with NewTimer(t.Sub(c.Now())). A Limiter
+// that computes the instant it waits for should wait with it, so that time
+// spent since (or a test clock advanced meanwhile) does not delay it.
+func NewTimerAt(c Clock, t time.Time) Timer {
 	if ac, ok := c.(TimerAtClock); ok {
 		return ac.NewTimerAt(t)
 	}

@@ -384,7 +384,7 @@ func (m *MemoryLimiter) wait(ctx context.Context, h *hostState, w *waiter, key s
 		if d >= 0 {
 			// Aim at the instant computed above: time spent since now was
 			// read (or a test clock advanced meanwhile) must not delay it.
-			t = newTimerAt(m.clock, m.timeOf(now+int64(d)))
+			t = NewTimerAt(m.clock, m.timeOf(now+int64(d)))
 			tc = t.C()
 		}
 		select {

@@ -255,7 +255,7 @@ func (l *Limiter) enter(ctx context.Context, a ezthrottle.Admission, start time.
 
 	var tc <-chan time.Time
 	if !a.Deadline.IsZero() {
-		t := timerAt(l.clock, a.Deadline)
+		t := ezthrottle.NewTimerAt(l.clock, a.Deadline)
 		defer t.Stop()
 		tc = t.C()
 	}
@@ -416,7 +416,7 @@ func (l *Limiter) serve(ctx context.Context, a ezthrottle.Admission, g *gate, st
 // sleepUntil waits until at, or until the gate is nudged; it returns
 // ctx.Err() when ctx ends first.
 func (l *Limiter) sleepUntil(ctx context.Context, g *gate, at time.Time) error {
-	t := timerAt(l.clock, at)
+	t := ezthrottle.NewTimerAt(l.clock, at)
 	defer t.Stop()
 	select {
 	case <-t.C():
@@ -750,13 +750,3 @@ type noPermit struct{}
 
 // Release implements ezthrottle.Permit.
 func (noPermit) Release() {}
-
-// timerAt returns a timer that fires at t. It aims at the instant itself
-// when the clock can (ezthrottle.TimerAtClock), so that time spent since t
-// was computed (or a test clock advanced meanwhile) does not delay it.
-func timerAt(c ezthrottle.Clock, t time.Time) ezthrottle.Timer {
-	if ac, ok := c.(ezthrottle.TimerAtClock); ok {
-		return ac.NewTimerAt(t)
-	}
-	return c.NewTimer(t.Sub(c.Now()))
-}
