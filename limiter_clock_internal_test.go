@@ -84,3 +84,36 @@ func TestLearnWallClockPause(t *testing.T) {
 	assert.True(t, te.Predicted)
 	assert.InDelta(t, float64(time.Hour), float64(te.Wait), float64(time.Second))
 }
+
+// recordingClock records how NewTimerAt reached it.
+type recordingClock struct {
+	fixedClock
+	at   time.Time
+	rel  time.Duration
+	used string
+}
+
+func (c *recordingClock) NewTimer(d time.Duration) Timer {
+	c.rel, c.used = d, "NewTimer"
+	return c.fixedClock.NewTimer(time.Hour)
+}
+
+type recordingAtClock struct{ recordingClock }
+
+func (c *recordingAtClock) NewTimerAt(t time.Time) Timer {
+	c.at, c.used = t, "NewTimerAt"
+	return c.fixedClock.NewTimer(time.Hour)
+}
+
+func TestNewTimerAt(t *testing.T) {
+	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	rel := &recordingClock{fixedClock: fixedClock{now}}
+	NewTimerAt(rel, now.Add(3*time.Second)).Stop()
+	assert.Equal(t, "NewTimer", rel.used)
+	assert.Equal(t, 3*time.Second, rel.rel, "a plain Clock gets the time left")
+
+	abs := &recordingAtClock{recordingClock{fixedClock: fixedClock{now}}}
+	NewTimerAt(abs, now.Add(3*time.Second)).Stop()
+	assert.Equal(t, "NewTimerAt", abs.used)
+	assert.Equal(t, now.Add(3*time.Second), abs.at, "a TimerAtClock gets the instant itself")
+}
