@@ -82,11 +82,18 @@ type Signals struct {
 	// without jitter or cap; the Transport adds both before handing the
 	// signals to its Limiter.
 	PauseUntil time.Time
+	// Available, when HasAvailable, caps what the bucket of the key holds
+	// now, in cost units (see Admission.Cost): a Limiter lowers the bucket
+	// to it and never raises it. ParseSignals never sets it; the Transport
+	// does, on the key of an LLM budget, from the remaining count the API
+	// announced (see ParseBudgets).
+	Available    float64
+	HasAvailable bool
 }
 
 // IsZero reports whether the signals carry nothing to apply.
 func (s Signals) IsZero() bool {
-	return !s.HasRPS && !s.HasMaxConcurrent && !s.HasRetryAfter && !s.HasQuota && s.PauseUntil.IsZero()
+	return !s.HasRPS && !s.HasMaxConcurrent && !s.HasRetryAfter && !s.HasQuota && s.PauseUntil.IsZero() && !s.HasAvailable
 }
 
 // header kinds recognised by ParseSignals.
@@ -108,6 +115,7 @@ const (
 	hAqMC
 	hEzRPS
 	hEzMC
+	hBudget // an LLM budget header that ParseBudgets reads (llm_headers.go)
 	hCount
 )
 
@@ -119,6 +127,11 @@ func headerKind(k string) int {
 	}
 	switch k[0] {
 	case 'R', 'r', 'X', 'x':
+	case 'A', 'a':
+		if isBudgetHeader(k) {
+			return hBudget
+		}
+		return hNone
 	default:
 		return hNone
 	}
@@ -183,6 +196,10 @@ func headerKind(k string) int {
 	case 30:
 		if eq(k, "X-Ratelimit-Remaining-Requests") {
 			return hORemaining
+		}
+	case 24, 28:
+		if isBudgetHeader(k) {
+			return hBudget
 		}
 	}
 	return hNone

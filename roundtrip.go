@@ -70,13 +70,28 @@ func (t *Transport) roundTrip(req *http.Request, observed bool) (*http.Response,
 	var (
 		permit Permit
 		err    error
+		bu     *budgetUse
 	)
+	if t.llm.on.Load() || len(t.cfg.budgetRules) > 0 {
+		// An LLM host: wait for its token budgets first (llm_budget.go).
+		if lh := t.budgetHost(hi); lh != nil {
+			if req, bu, err = t.acquireBudgets(ctx, req, lh, &adm); err != nil {
+				return t.notAdmitted(req, hi, fwd, err, cause)
+			}
+			if lh.defaulted && lh.hasLearned() {
+				// The host paces itself with its budgets: the Transport's
+				// default limit no longer applies to it.
+				adm.Limit = Unlimited()
+			}
+		}
+	}
 	if t.mem != nil && !observed {
 		permit, err = t.mem.acquire(ctx, &adm, &hi.state) // the common case, without a call level
 	} else {
 		permit, err = t.acquire(ctx, hi, &adm, observed)
 	}
 	if err != nil {
+		bu.settle()
 		return t.notAdmitted(req, hi, fwd, err, cause)
 	}
 	// From here on the slot is freed on every path, panics included.
@@ -90,6 +105,7 @@ func (t *Transport) roundTrip(req *http.Request, observed bool) (*http.Response,
 	}
 	resp, err := t.base.RoundTrip(out)
 	if err != nil {
+		bu.settle()
 		g.release()
 		if resp != nil {
 			drainClose(resp.Body)
@@ -101,7 +117,10 @@ func (t *Transport) roundTrip(req *http.Request, observed bool) (*http.Response,
 	if resp.Body == nil {
 		resp.Body = http.NoBody
 	}
-	t.learn(ctx, hi.key, resp)
+	if t.learn(ctx, hi.key, resp) || bu != nil {
+		t.learnBudgets(ctx, hi, bu, resp.Header, t.clock.Now())
+	}
+	bu.settle()
 	if fwd && t.cfg.forwardStatuses.has(resp.StatusCode) {
 		// The upstream has answered. A small answer is read into memory so
 		// that the slot is not held while the engine is called, and is
@@ -295,15 +314,16 @@ func (t *Transport) unsentBody(req *http.Request) ([]byte, error) {
 // learn parses the response's rate-limit signals and hands them, floored,
 // capped and jittered, to the limiter before the response is returned, so
 // they apply to the very next request.
-func (t *Transport) learn(ctx context.Context, key string, resp *http.Response) {
+func (t *Transport) learn(ctx context.Context, key string, resp *http.Response) (budgets bool) {
 	if !hasSignals(resp.Header) {
-		return
+		return false
 	}
 	v, _ := scanSignals(resp.Header)
+	budgets = v[hBudget] != nil || v[hOLimit] != nil || v[hORemaining] != nil
 	now := t.clock.Now()
 	s := signalsFrom(&v, resp.StatusCode, now)
 	if s.IsZero() {
-		return
+		return budgets
 	}
 	if s.HasRPS {
 		if s.RPS < t.cfg.minRate {
@@ -334,6 +354,7 @@ func (t *Transport) learn(ctx context.Context, key string, resp *http.Response) 
 	}
 	t.observeLearned(ctx, key, s)
 	t.limiter.Learn(ctx, key, s)
+	return budgets
 }
 
 // jitter returns a small positive delay for a pause of d: at most a tenth

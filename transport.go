@@ -138,6 +138,10 @@ type config struct {
 
 	tel telemetryConfig // OpenTelemetry (otel.go)
 
+	budgetRules []budgetRule // WithTokenBudget
+	budgetCap   TokenBudget  // WithLearnedBudgetCap
+	costFunc    CostFunc     // WithCost
+
 	errs []error
 }
 
@@ -449,6 +453,7 @@ type Transport struct {
 	seed    maphash.Seed
 	hot     atomic.Pointer[hostInfo] // the host resolved last (see hostFor)
 	keys    [keyShards]keyShard
+	llm     llmBudgets // LLM token budgets (llm_budget.go)
 }
 
 const (

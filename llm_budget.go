@@ -1,0 +1,490 @@
+package ezthrottle
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// TokenBudget is an LLM API's per-minute budgets for one model (or every
+// model of a host). A zero field means no budget of that kind.
+type TokenBudget struct {
+	// RequestsPerMinute is OpenAI's RPM, Anthropic's requests limit.
+	RequestsPerMinute int64
+	// TokensPerMinute counts input plus output tokens (OpenAI's TPM).
+	TokensPerMinute int64
+	// InputTokensPerMinute and OutputTokensPerMinute are Anthropic's
+	// separate input and output budgets.
+	InputTokensPerMinute  int64
+	OutputTokensPerMinute int64
+}
+
+func (b TokenBudget) of(k BudgetKind) int64 {
+	switch k {
+	case BudgetRequests:
+		return b.RequestsPerMinute
+	case BudgetTokens:
+		return b.TokensPerMinute
+	case BudgetInputTokens:
+		return b.InputTokensPerMinute
+	case BudgetOutputTokens:
+		return b.OutputTokensPerMinute
+	}
+	return 0
+}
+
+func (b *TokenBudget) set(k BudgetKind, v int64) {
+	switch k {
+	case BudgetRequests:
+		b.RequestsPerMinute = v
+	case BudgetTokens:
+		b.TokensPerMinute = v
+	case BudgetInputTokens:
+		b.InputTokensPerMinute = v
+	case BudgetOutputTokens:
+		b.OutputTokensPerMinute = v
+	}
+}
+
+// IsZero reports whether no budget is set.
+func (b TokenBudget) IsZero() bool { return b == TokenBudget{} }
+
+func (b TokenBudget) validate() error {
+	for k := BudgetRequests; k < numBudgetKinds; k++ {
+		if b.of(k) < 0 {
+			return fmt.Errorf("ezthrottle: negative %s budget", k)
+		}
+	}
+	return nil
+}
+
+// budgetRule is one WithTokenBudget entry.
+type budgetRule struct {
+	hostRule
+	model  string // "" = every model without a rule of its own
+	budget TokenBudget
+}
+
+// WithTokenBudget sets the budgets of a host's model, for LLM APIs that send
+// no budget headers (many gateways, Gemini) or to stay under a share of a
+// budget. pattern is as for WithHostLimit; model "" applies to every model
+// of the host that has no rule of its own (and to requests without a
+// model). Configured budgets take precedence over learned ones.
+func WithTokenBudget(pattern, model string, b TokenBudget) Option {
+	return func(c *config) {
+		r, err := parseHostPattern(pattern)
+		if err != nil {
+			c.errs = append(c.errs, err)
+			return
+		}
+		if err := b.validate(); err != nil {
+			c.errs = append(c.errs, err)
+			return
+		}
+		c.budgetRules = append(c.budgetRules, budgetRule{hostRule: r, model: model, budget: b})
+	}
+}
+
+// WithLearnedBudgetCap caps the budgets a host may announce in its headers
+// (a zero field: no cap of that kind), as WithLearnedLimitCap caps a
+// learned pace.
+func WithLearnedBudgetCap(b TokenBudget) Option {
+	return func(c *config) {
+		if err := b.validate(); err != nil {
+			c.errs = append(c.errs, err)
+			return
+		}
+		c.budgetCap = b
+	}
+}
+
+// WithCost sets how the cost of a request to an LLM host is computed when
+// EstimateCost does not fit the API. It is called only for hosts with
+// budgets (learned or configured).
+func WithCost(f CostFunc) Option {
+	return func(c *config) { c.costFunc = f }
+}
+
+// BudgetError reports a request whose cost exceeds the whole of one of its
+// host's budgets: it could never be admitted, so it fails at once instead
+// of waiting. errors.Is(err, ErrOverBudget) is true.
+type BudgetError struct {
+	Host  string
+	Model string
+	Kind  BudgetKind
+	Cost  int64
+	Limit int64
+}
+
+// ErrOverBudget is the sentinel of *BudgetError.
+var ErrOverBudget = fmt.Errorf("ezthrottle: request exceeds the whole budget")
+
+// Error implements error.
+func (e *BudgetError) Error() string {
+	m := ""
+	if e.Model != "" {
+		m = " model " + e.Model
+	}
+	return fmt.Sprintf("ezthrottle: request to %s%s costs %d %s, more than the whole budget of %d per minute",
+		e.Host, m, e.Cost, e.Kind, e.Limit)
+}
+
+// Is reports whether target is ErrOverBudget.
+func (e *BudgetError) Is(target error) bool { return target == ErrOverBudget }
+
+// maxModelsPerHost bounds the budgets kept per host: further models share
+// the host's budget.
+const maxModelsPerHost = 256
+
+// llmBudgets is the Transport's budget state. on is false until a host has
+// announced budgets (or one is configured): until then no request pays
+// anything for this feature.
+type llmBudgets struct {
+	on    atomic.Bool
+	hosts sync.Map // host key → *llmHost (nil *llmHost: no budget, looked up)
+}
+
+// llmHost is one host's budgets.
+type llmHost struct {
+	key        string
+	configured []budgetRule // the rules for this host, most specific first
+	defaulted  bool         // the host's request limit is the Transport's default
+
+	mu        sync.Mutex
+	learned   map[string]*modelBudget // model → learned budgets; "" = template
+	announced bool                    // a response announced budgets
+}
+
+// modelBudget is one model's learned sizes and in-flight charges.
+type modelBudget struct {
+	size     TokenBudget
+	inflight [numBudgetKinds]int64
+	// For the template (model ""): the remaining counts announced for a
+	// request whose model was not known, and when. A model first seen
+	// after that starts with its bucket lowered to them (refilled since),
+	// as it is most likely the model of that request.
+	rem    [numBudgetKinds]int64
+	hasRem [numBudgetKinds]bool
+	remAt  time.Time
+}
+
+// budgetUse is one request's charges, released when its response arrives.
+type budgetUse struct {
+	host  *llmHost
+	model string
+	cost  TokenCost
+	known bool // cost estimated (model known)
+	done  bool
+}
+
+// budgetHost returns the host's budget state, nil when it has none.
+func (t *Transport) budgetHost(hi *hostInfo) *llmHost {
+	if v, ok := t.llm.hosts.Load(hi.key); ok {
+		return v.(*llmHost)
+	}
+	if len(t.cfg.budgetRules) == 0 {
+		return nil
+	}
+	lh := t.newBudgetHost(hi)
+	if len(lh.configured) == 0 {
+		lh = nil
+	}
+	v, _ := t.llm.hosts.LoadOrStore(hi.key, lh)
+	return v.(*llmHost)
+}
+
+func (t *Transport) newBudgetHost(hi *hostInfo) *llmHost {
+	host, port := hostPortOfKey(hi.key)
+	lh := &llmHost{key: hi.key, learned: map[string]*modelBudget{}}
+	for _, r := range t.cfg.budgetRules {
+		if r.matches(host, port) {
+			lh.configured = append(lh.configured, r)
+		}
+	}
+	lh.defaulted = t.cfg.limitFor(host, port) == t.cfg.defaultLimit && !t.cfg.hasHostRule(host, port)
+	return lh
+}
+
+// hostPortOfKey splits a host key ("scheme://host:port").
+func hostPortOfKey(key string) (host, port string) {
+	if i := strings.Index(key, "://"); i >= 0 {
+		key = key[i+3:]
+	}
+	return splitHostPort(key)
+}
+
+// matches reports whether r applies to host:port.
+func (r *hostRule) matches(host, port string) bool {
+	if r.port != "" && r.port != port {
+		return false
+	}
+	if r.wildcard {
+		return strings.HasSuffix(host, r.host) && len(host) > len(r.host)
+	}
+	return r.host == host
+}
+
+// hasHostRule reports whether a WithHostLimit rule matches host:port.
+func (c *config) hasHostRule(host, port string) bool {
+	for i := range c.hostRules {
+		if c.hostRules[i].matches(host, port) {
+			return true
+		}
+	}
+	return false
+}
+
+// budgetsFor returns the budgets in force for a model: a configured rule
+// for the model, else a configured rule for every model, else what the
+// host announced for the model, else what it announced for another (the
+// template), each kind capped by WithLearnedBudgetCap.
+func (t *Transport) budgetsFor(lh *llmHost, model string) TokenBudget {
+	for _, r := range lh.configured {
+		if r.model == model {
+			return r.budget
+		}
+	}
+	for _, r := range lh.configured {
+		if r.model == "" {
+			return r.budget
+		}
+	}
+	lh.mu.Lock()
+	mb := lh.learned[model]
+	if mb == nil {
+		mb = lh.learned[""]
+	}
+	var b TokenBudget
+	if mb != nil {
+		b = mb.size
+	}
+	lh.mu.Unlock()
+	for k := BudgetRequests; k < numBudgetKinds; k++ {
+		if c := t.cfg.budgetCap.of(k); c > 0 && b.of(k) > c {
+			b.set(k, c)
+		}
+	}
+	return b
+}
+
+// budgetKey is the limiter key of one budget.
+func budgetKey(host, model string, k BudgetKind) string {
+	return host + " llm:" + k.String() + ":" + model
+}
+
+// budgetLimit is the Limit of a per-minute budget: refilled continuously at
+// n a minute, holding at most n.
+func budgetLimit(n int64) Limit {
+	return Limit{Rate: float64(n) / 60, Burst: int(n)}
+}
+
+// costOf estimates the cost of req, peeking at its body.
+func (t *Transport) costOf(req *http.Request) (*http.Request, TokenCost, bool) {
+	out, body, complete := peekBody(req)
+	if t.cfg.costFunc != nil {
+		if c, ok := t.cfg.costFunc(out, body, complete); ok {
+			return out, c, true
+		}
+	}
+	if body == nil {
+		return out, TokenCost{}, true
+	}
+	c, ok := EstimateCost(body)
+	if !ok && !complete {
+		// A body over MaxCostBody: the model is unknown, count its bytes.
+		c, ok = TokenCost{Input: (req.ContentLength + 3) / 4}, true
+	}
+	return out, c, ok
+}
+
+// acquireBudgets waits for every budget of the request's model. It returns
+// the request to send (its body may have been peeked at) and the charges
+// to settle when the response arrives.
+func (t *Transport) acquireBudgets(ctx context.Context, req *http.Request, lh *llmHost, adm *Admission) (*http.Request, *budgetUse, error) {
+	out, cost, ok := t.costOf(req)
+	if !ok {
+		cost = TokenCost{}
+	}
+	if cost.Input < 0 {
+		cost.Input = 0
+	}
+	if cost.Output < 0 {
+		cost.Output = 0
+	}
+	var seed [numBudgetKinds]int64 // already spent of a new model's budgets
+	lh.mu.Lock()
+	_, known := lh.learned[cost.Model]
+	if !known && len(lh.learned) >= maxModelsPerHost {
+		cost.Model = "" // too many models: share the host's budget
+		_, known = lh.learned[""]
+	}
+	tpl := lh.learned[""]
+	if !known && tpl != nil && cost.Model != "" {
+		lh.model(cost.Model) // created from the template
+		elapsed := t.clock.Now().Sub(tpl.remAt).Minutes()
+		for k := BudgetRequests; k < numBudgetKinds; k++ {
+			if n := tpl.size.of(k); n > 0 && tpl.hasRem[k] && elapsed < 1 {
+				seed[k] = max(0, n-tpl.rem[k]-int64(float64(n)*elapsed))
+			}
+		}
+	}
+	lh.mu.Unlock()
+	b := t.budgetsFor(lh, cost.Model)
+	for k := BudgetRequests; k < numBudgetKinds; k++ {
+		n, c := b.of(k), cost.of(k)
+		if n > 0 && c > n {
+			return out, nil, &BudgetError{Host: lh.key, Model: cost.Model, Kind: k, Cost: c, Limit: n}
+		}
+	}
+	for k := BudgetRequests; k < numBudgetKinds; k++ {
+		n, c := b.of(k), cost.of(k)
+		if n <= 0 || c <= 0 {
+			continue
+		}
+		c = min(n, c+seed[k])
+		a := Admission{Key: budgetKey(lh.key, cost.Model, k), Limit: budgetLimit(n), Deadline: adm.Deadline}
+		setCost(&a, c)
+		p, err := t.limiter.Acquire(ctx, a)
+		if err != nil {
+			return out, nil, err
+		}
+		p.Release() // a budget has no in-flight cap
+	}
+	u := &budgetUse{host: lh, model: cost.Model, cost: cost, known: ok}
+	lh.mu.Lock()
+	mb := lh.model(cost.Model)
+	for k := BudgetRequests; k < numBudgetKinds; k++ {
+		mb.inflight[k] += cost.of(k)
+	}
+	lh.mu.Unlock()
+	return out, u, nil
+}
+
+// model returns the learned entry of a model, creating it; lh.mu is held.
+func (lh *llmHost) model(m string) *modelBudget {
+	mb := lh.learned[m]
+	if mb == nil {
+		mb = &modelBudget{}
+		if tpl := lh.learned[""]; tpl != nil && m != "" {
+			mb.size = tpl.size // until the model's own headers say otherwise
+		}
+		lh.learned[m] = mb
+	}
+	return mb
+}
+
+// settle ends a request's charges; called once its response (or error)
+// arrived.
+func (u *budgetUse) settle() {
+	if u == nil || u.done {
+		return
+	}
+	u.done = true
+	u.host.mu.Lock()
+	mb := u.host.model(u.model)
+	for k := BudgetRequests; k < numBudgetKinds; k++ {
+		mb.inflight[k] -= u.cost.of(k)
+	}
+	u.host.mu.Unlock()
+}
+
+// learnBudgets applies the budgets a response announced: it sizes the
+// model's budgets (the host's template when the request's model is not
+// known) and lowers the local buckets to what the API says remains, less
+// what other requests in flight may still take from it (so nothing is
+// counted twice: the API's count already holds this request).
+func (t *Transport) learnBudgets(ctx context.Context, hi *hostInfo, u *budgetUse, h http.Header, now time.Time) {
+	sigs := ParseBudgets(h, now)
+	if len(sigs) == 0 {
+		return
+	}
+	lh := u.hostOr(t, hi)
+	model := ""
+	if u != nil {
+		model = u.model
+	}
+	type correction struct {
+		key   string
+		avail float64
+	}
+	var fix []correction
+	lh.mu.Lock()
+	mb := lh.model(model)
+	var tpl *modelBudget
+	if model != "" {
+		tpl = lh.model("")
+	}
+	for _, s := range sigs {
+		limit := s.Limit
+		if limit == 0 && s.HasRemaining && s.Remaining > mb.size.of(s.Kind) {
+			limit = s.Remaining // Azure: only the remaining count; the most seen
+		}
+		if limit > 0 {
+			mb.size.set(s.Kind, limit)
+			if tpl != nil && tpl.size.of(s.Kind) == 0 {
+				tpl.size.set(s.Kind, limit)
+			}
+		}
+		if s.HasRemaining && u == nil {
+			mb.rem[s.Kind], mb.hasRem[s.Kind], mb.remAt = s.Remaining, true, now
+		}
+		if s.HasRemaining && u != nil {
+			others := mb.inflight[s.Kind] - u.cost.of(s.Kind)
+			if others < 0 {
+				others = 0
+			}
+			fix = append(fix, correction{budgetKey(lh.key, model, s.Kind), float64(s.Remaining - others)})
+		}
+	}
+	lh.announced = true
+	lh.mu.Unlock()
+	t.llm.on.Store(true)
+	for _, f := range fix {
+		t.limiter.Learn(ctx, f.key, availableSignals(f.avail))
+	}
+}
+
+// hostOr returns the request's budget host, or the host's (created) when
+// the request was sent without budgets.
+func (u *budgetUse) hostOr(t *Transport, hi *hostInfo) *llmHost {
+	if u != nil {
+		return u.host
+	}
+	for {
+		v, loaded := t.llm.hosts.Load(hi.key)
+		if loaded && v.(*llmHost) != nil {
+			return v.(*llmHost)
+		}
+		lh := t.newBudgetHost(hi)
+		if !loaded {
+			if _, raced := t.llm.hosts.LoadOrStore(hi.key, lh); !raced {
+				return lh
+			}
+		} else if t.llm.hosts.CompareAndSwap(hi.key, v, lh) {
+			return lh
+		}
+	}
+}
+
+// hasLearned reports whether the host announced budgets of its own.
+func (lh *llmHost) hasLearned() bool {
+	lh.mu.Lock()
+	defer lh.mu.Unlock()
+	return len(lh.learned) > 0 && lh.announced
+}
+
+// setCost sets an admission's cost.
+func setCost(a *Admission, c int64) { a.Cost = float64(c) }
+
+// availableSignals is what Learn is told about a budget the API says has
+// avail left.
+func availableSignals(avail float64) Signals {
+	if avail < 0 {
+		avail = 0
+	}
+	return Signals{Available: avail, HasAvailable: true}
+}

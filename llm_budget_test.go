@@ -1,0 +1,250 @@
+package ezthrottle_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	ezthrottle "github.com/ezthrottle/ezthrottle-go"
+	"github.com/ezthrottle/ezthrottle-go/llmsim"
+)
+
+// simBase serves requests with an llmsim.Server in-process (no network).
+func simBase(s *llmsim.Server) http.RoundTripper {
+	return rtFunc(func(r *http.Request) (*http.Response, error) {
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, r)
+		if r.Body != nil {
+			_ = r.Body.Close()
+		}
+		resp := rec.Result()
+		resp.Request = r
+		return resp, nil
+	})
+}
+
+// chat returns a chat request body costing input+output tokens at llmsim's
+// rule (the role "user" counts 4 characters).
+func chat(model string, input, output int) string {
+	return `{"model":"` + model + `","messages":[{"role":"user","content":"` + strings.Repeat("a", input*4-4) +
+		`"}],"max_tokens":` + strconv.Itoa(output) + `}`
+}
+
+func post(t *testing.T, c *http.Client, ctx context.Context, url, body string) (*http.Response, error) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	require.NoError(t, err)
+	resp, err := c.Do(req)
+	if err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+	}
+	return resp, err
+}
+
+// TestBudgetLearnedFromHeaders: a host that announces token budgets is kept
+// under them from the second response on, with no configuration; the
+// Transport's default limit (2 rps) no longer paces it.
+func TestBudgetLearnedFromHeaders(t *testing.T) {
+	for _, path := range []string{"/v1/chat/completions", "/v1/messages"} {
+		t.Run(path, func(t *testing.T) {
+			clk := newFakeClock()
+			sim := llmsim.New(llmsim.WithModel("m", llmsim.Limits{RPM: 600, TPM: 1000, InputTPM: 1000, OutputTPM: 1000}), llmsim.WithClock(clk.Now))
+			tr := mustNew(t, ezthrottle.WithBase(simBase(sim)), ezthrottle.WithClock(clk))
+			c := &http.Client{Transport: tr}
+			ctx := context.Background()
+			url := "http://llm.test" + path
+			// 4 requests of 250 tokens use the whole minute's budget.
+			for i := 0; i < 4; i++ {
+				resp, err := post(t, c, ctx, url, chat("m", 100, 150))
+				require.NoError(t, err)
+				require.Equal(t, http.StatusOK, resp.StatusCode, i)
+			}
+			// The fifth must wait 15 s (250 tokens at 1000/min), not be sent.
+			done := make(chan *http.Response, 1)
+			go func() {
+				resp, err := post(t, c, ctx, url, chat("m", 100, 150))
+				assert.NoError(t, err)
+				done <- resp
+			}()
+			waitFor(t, "the fifth request to wait", func() bool { return clk.Timers() > 0 })
+			clk.Advance(14 * time.Second)
+			select {
+			case <-done:
+				t.Fatal("sent before its budget allowed")
+			case <-time.After(20 * time.Millisecond):
+			}
+			clk.Advance(time.Second)
+			resp := <-done
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.Zero(t, sim.Stats().Limited, "no 429")
+		})
+	}
+}
+
+// TestBudgetCorrectedByRemaining: the API's remaining count lowers the local
+// bucket when the estimate was too low (here: the API counts a system
+// prompt the client's cost function ignores).
+func TestBudgetCorrectedByRemaining(t *testing.T) {
+	clk := newFakeClock()
+	sim := llmsim.New(llmsim.WithModel("m", llmsim.Limits{TPM: 1000}), llmsim.WithClock(clk.Now))
+	tr := mustNew(t, ezthrottle.WithBase(simBase(sim)), ezthrottle.WithClock(clk),
+		ezthrottle.WithCost(func(*http.Request, []byte, bool) (ezthrottle.TokenCost, bool) {
+			return ezthrottle.TokenCost{Model: "m", Input: 100}, true // the API charges 250
+		}))
+	c := &http.Client{Transport: tr}
+	for i := 0; i < 4; i++ {
+		resp, err := post(t, c, context.Background(), "http://llm.test/v1/chat/completions", chat("m", 100, 150))
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode, i)
+	}
+	// Locally 400 of 1000 are spent (more on the first, unbudgeted
+	// request); the API says 0 remain: the fifth request waits.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := post(t, c, context.Background(), "http://llm.test/v1/chat/completions", chat("m", 100, 150))
+		assert.NoError(t, err)
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+	}()
+	waitFor(t, "the fifth request to wait", func() bool { return clk.Timers() > 0 })
+	clk.Advance(15 * time.Second)
+	<-done
+	assert.Zero(t, sim.Stats().Limited)
+}
+
+// TestBudgetOverWhole: a request that costs more than the whole budget fails
+// at once with a *BudgetError, its body closed, nothing sent.
+func TestBudgetOverWhole(t *testing.T) {
+	clk := newFakeClock()
+	var sent atomic.Int32
+	base := rtFunc(func(r *http.Request) (*http.Response, error) {
+		sent.Add(1)
+		return respond(r, 200, "{}", "x-ratelimit-limit-tokens", "1000", "x-ratelimit-remaining-tokens", "1000")
+	})
+	tr := mustNew(t, ezthrottle.WithBase(base), ezthrottle.WithClock(clk))
+	c := &http.Client{Transport: tr}
+	_, err := post(t, c, context.Background(), "http://llm.test/v1/chat/completions", chat("m", 10, 10))
+	require.NoError(t, err)
+	body := newTrackedBody(chat("m", 600, 500))
+	req, _ := http.NewRequest(http.MethodPost, "http://llm.test/v1/chat/completions", body)
+	_, err = tr.RoundTrip(req)
+	var be *ezthrottle.BudgetError
+	require.ErrorAs(t, err, &be)
+	assert.ErrorIs(t, err, ezthrottle.ErrOverBudget)
+	assert.Equal(t, int64(1100), be.Cost)
+	assert.Equal(t, int64(1000), be.Limit)
+	assert.Equal(t, "m", be.Model)
+	assert.True(t, body.Closed())
+	assert.EqualValues(t, 1, sent.Load())
+}
+
+// TestBudgetDeadline: a wait for a budget that cannot end before the
+// request's deadline is refused at once.
+func TestBudgetDeadline(t *testing.T) {
+	clk := newFakeClock()
+	sim := llmsim.New(llmsim.WithModel("m", llmsim.Limits{TPM: 1000}), llmsim.WithClock(clk.Now))
+	tr := mustNew(t, ezthrottle.WithBase(simBase(sim)), ezthrottle.WithClock(clk),
+		ezthrottle.WithTokenBudget("llm.test", "", ezthrottle.TokenBudget{TokensPerMinute: 1000}))
+	c := &http.Client{Transport: tr}
+	for i := 0; i < 4; i++ {
+		_, err := post(t, c, context.Background(), "http://llm.test/v1/chat/completions", chat("m", 100, 150))
+		require.NoError(t, err)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), clk.Now().Add(10*time.Second))
+	defer cancel()
+	_, err := post(t, c, ctx, "http://llm.test/v1/chat/completions", chat("m", 100, 150))
+	require.ErrorIs(t, err, ezthrottle.ErrThrottled)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Zero(t, sim.Stats().Limited)
+	assert.Equal(t, 4, sim.Stats().Admitted)
+}
+
+// TestBudgetConfiguredPerModel: configured budgets (for an API without
+// headers) are kept per model; a model's own rule wins over the host's.
+func TestBudgetConfiguredPerModel(t *testing.T) {
+	clk := newFakeClock()
+	var sent atomic.Int32
+	base := rtFunc(func(r *http.Request) (*http.Response, error) {
+		sent.Add(1)
+		return respond(r, 200, "{}")
+	})
+	tr := mustNew(t, ezthrottle.WithBase(base), ezthrottle.WithClock(clk), ezthrottle.WithDefaultLimit(ezthrottle.Unlimited()),
+		ezthrottle.WithTokenBudget("*.gw.test", "", ezthrottle.TokenBudget{TokensPerMinute: 600}),
+		ezthrottle.WithTokenBudget("*.gw.test", "big", ezthrottle.TokenBudget{TokensPerMinute: 6000}))
+	c := &http.Client{Transport: tr}
+	for i := 0; i < 3; i++ {
+		_, err := post(t, c, context.Background(), "http://a.gw.test/v1/chat/completions", chat("small", 100, 100))
+		require.NoError(t, err)
+		_, err = post(t, c, context.Background(), "http://a.gw.test/v1/chat/completions", chat("big", 1000, 1000))
+		require.NoError(t, err)
+	}
+	assert.EqualValues(t, 6, sent.Load())
+	ctx, cancel := context.WithDeadline(context.Background(), clk.Now().Add(time.Second))
+	defer cancel()
+	_, err := post(t, c, ctx, "http://a.gw.test/v1/chat/completions", chat("small", 100, 100))
+	assert.ErrorIs(t, err, ezthrottle.ErrThrottled, "small's 600 are spent")
+	_, err = post(t, c, ctx, "http://other.test/v1/chat/completions", chat("small", 100, 100))
+	assert.NoError(t, err, "another host has no budget")
+}
+
+// TestBudgetNoCostWithoutHeaders: a request to a host that never announced
+// budgets is passed on untouched: its body is not read ahead.
+func TestBudgetNoCostWithoutHeaders(t *testing.T) {
+	llm := "http://llm.test/v1/chat/completions"
+	var sawOriginal atomic.Bool
+	body := newTrackedBody(chat("m", 10, 10))
+	base := rtFunc(func(r *http.Request) (*http.Response, error) {
+		if r.URL.Host == "llm.test" {
+			return respond(r, 200, "{}", "x-ratelimit-limit-tokens", "1000", "x-ratelimit-remaining-tokens", "900")
+		}
+		sawOriginal.Store(r.Body == body && body.read.Load() == 0)
+		return respond(r, 200, "{}")
+	})
+	tr := mustNew(t, ezthrottle.WithBase(base), ezthrottle.WithDefaultLimit(ezthrottle.Unlimited()))
+	c := &http.Client{Transport: tr}
+	_, err := post(t, c, context.Background(), llm, chat("m", 10, 10)) // budgets on for llm.test
+	require.NoError(t, err)
+	req, _ := http.NewRequest(http.MethodPost, "http://plain.test/upload", body)
+	req.ContentLength = -1
+	resp, err := tr.RoundTrip(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.True(t, sawOriginal.Load(), "the body reached the base unread")
+}
+
+// TestBudgetBodyIntact: peeking at the body of an LLM request leaves it
+// whole for the upstream (with and without GetBody).
+func TestBudgetBodyIntact(t *testing.T) {
+	payload := chat("m", 50, 10)
+	var got []string
+	base := rtFunc(func(r *http.Request) (*http.Response, error) {
+		b, _ := io.ReadAll(r.Body)
+		got = append(got, string(b))
+		return respond(r, 200, "{}", "x-ratelimit-limit-tokens", "100000", "x-ratelimit-remaining-tokens", "99000")
+	})
+	tr := mustNew(t, ezthrottle.WithBase(base), ezthrottle.WithDefaultLimit(ezthrottle.Unlimited()))
+	for _, getBody := range []bool{true, true, false} {
+		var rdr io.Reader = strings.NewReader(payload)
+		if !getBody {
+			rdr = io.MultiReader(rdr) // hides the type: no GetBody
+		}
+		req, _ := http.NewRequest(http.MethodPost, "http://llm.test/v1/chat/completions", rdr)
+		resp, err := tr.RoundTrip(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+	}
+	require.Len(t, got, 3)
+	for _, g := range got {
+		assert.Equal(t, payload, g)
+	}
+}
