@@ -193,9 +193,11 @@ type Job struct {
 	// OnFailureTimeout bounds how long the engine waits before declaring
 	// failure and spawning OnFailure; sent in whole milliseconds.
 	OnFailureTimeout time.Duration
-	// IdempotentKey de-duplicates submissions. Empty on Cloud means the
-	// engine derives a deterministic key (HASH strategy); see HashKey for the
-	// self-hosted dialect.
+	// IdempotentKey de-duplicates submissions. When empty, the value of
+	// the job's own Idempotency-Key header (any case) is sent as the key,
+	// on every dialect and at every depth; without either, Cloud derives a
+	// deterministic key (HASH strategy); see HashKey for the self-hosted
+	// dialect.
 	IdempotentKey string
 	// RetryAt is the earliest time the engine may execute the job.
 	RetryAt time.Time
@@ -234,7 +236,7 @@ func (j *Job) toWire(trigger *Trigger) (wireJob, error) {
 		OnSuccess:          j.OnSuccess,
 		OnFailure:          j.OnFailure,
 		OnFailureTimeoutMS: j.OnFailureTimeout.Milliseconds(),
-		IdempotentKey:      j.IdempotentKey,
+		IdempotentKey:      j.customKey(),
 		RetryPolicy:        j.RetryPolicy,
 		Trigger:            trigger,
 	}
@@ -268,7 +270,44 @@ func (j *Job) toWire(trigger *Trigger) (wireJob, error) {
 	return w, nil
 }
 
+// IdempotencyKeyHeader is the request header whose value a job carries as
+// its custom idempotent key when IdempotentKey is empty (protocol §3, the
+// convention Stripe and others use).
+const IdempotencyKeyHeader = "Idempotency-Key"
+
+// customKey is the idempotent key the caller chose for the job (protocol
+// §3): IdempotentKey, else the value of the job's own Idempotency-Key
+// header (any case, surrounding white space removed), else "" (the HASH
+// strategy). It is applied where a job is encoded, so it holds for every
+// job of a tree (fallbacks, on_success, on_failure) and both dialects.
+func (j *Job) customKey() string {
+	if j.IdempotentKey != "" {
+		return j.IdempotentKey
+	}
+	if len(j.Headers) == 0 {
+		return ""
+	}
+	if v := strings.TrimSpace(j.Headers[IdempotencyKeyHeader]); v != "" {
+		return v
+	}
+	// Other spellings of the name: the first in byte order wins, so the
+	// choice does not depend on map iteration order.
+	best, found := "", false
+	for k, v := range j.Headers {
+		if v = strings.TrimSpace(v); v != "" && k != IdempotencyKeyHeader &&
+			strings.EqualFold(k, IdempotencyKeyHeader) && (!found || k < best) {
+			best, found = k, true
+		}
+	}
+	if !found {
+		return ""
+	}
+	return strings.TrimSpace(j.Headers[best])
+}
+
 // MarshalJSON encodes the job in the engine's format (protocol §1.2).
+// A job without IdempotentKey whose headers carry an Idempotency-Key is
+// sent with that header's value as its idempotent_key, at every depth.
 func (j Job) MarshalJSON() ([]byte, error) {
 	w, err := j.toWire(nil)
 	if err != nil {

@@ -70,9 +70,11 @@ type selfHostedJob struct {
 // retried. Submit honours ctx throughout and does not start a backoff wait
 // that cannot finish before ctx's deadline.
 //
-// On the self-hosted dialect a job without IdempotentKey gets
-// HashKey(userID, method, url, body), so retries and repeats de-duplicate
-// as the HASH strategy promises.
+// A job without IdempotentKey whose headers carry an Idempotency-Key is
+// sent with that value as its key (protocol §3), nested jobs included. On
+// the self-hosted dialect a job with neither gets HashKey(userID, method,
+// url, body), so retries and repeats de-duplicate as the HASH strategy
+// promises.
 func (c *Client) Submit(ctx context.Context, job *Job) (*Submission, error) {
 	sub, err := c.submit(ctx, job)
 	if err != nil && job != nil {
@@ -93,7 +95,7 @@ func (c *Client) submit(ctx context.Context, job *Job) (*Submission, error) {
 	var (
 		path string
 		body []byte
-		key  = job.IdempotentKey
+		key  = job.customKey()
 		err  error
 	)
 	if c.dialect == DialectCloud {

@@ -423,3 +423,39 @@ func TestSubmitStdinInterrupted(t *testing.T) {
 		t.Fatal("submit kept reading stdin after the interrupt")
 	}
 }
+
+// TestSubmitHeaderIdempotencyKey: --header 'Idempotency-Key: …' becomes
+// the job's idempotent_key, in the dry run and on the wire of both dialects
+// (issue 13 item 8).
+func TestSubmitHeaderIdempotencyKey(t *testing.T) {
+	code, out, errs := exec(t, context.Background(), env{}, "", "submit", "--dry-run", "--url", "https://a.example",
+		"--header", "idempotency-key: order-7")
+	require.Equal(t, 0, code, errs)
+	var j struct {
+		Key string `json:"idempotent_key"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &j))
+	assert.Equal(t, "order-7", j.Key)
+
+	var (
+		mu   sync.Mutex
+		sent map[string]any
+	)
+	eng := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		_ = json.NewDecoder(r.Body).Decode(&sent)
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprint(w, `{"job_id":"0123456789abcdef0123456789abcdef","status":"queued"}`)
+	}))
+	defer eng.Close()
+	code, out, errs = exec(t, context.Background(), env{}, "", "submit", "--self-hosted", eng.URL, "--user-id", "u",
+		"--url", "https://a.example/x", "--webhook", "https://h.example/", "--header", "Idempotency-Key: order-8")
+	require.Equal(t, 0, code, errs)
+	var sub ezclient.Submission
+	require.NoError(t, json.Unmarshal([]byte(out), &sub))
+	assert.Equal(t, "order-8", sub.IdempotentKey)
+	mu.Lock()
+	assert.Equal(t, "order-8", sent["idempotent_key"])
+	mu.Unlock()
+}
