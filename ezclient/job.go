@@ -14,7 +14,9 @@ import (
 type Region string
 
 // Region codes known at the time of writing. Any other code the engine
-// accepts can be used as Region("xyz").
+// accepts can be used as Region("xyz"). A region code is exactly three
+// lower-case letters (see ValidRegion); a job or webhook naming anything
+// else fails validation before it is sent.
 const (
 	RegionIAD Region = "iad" // Ashburn, Virginia (US East)
 	RegionLAX Region = "lax" // Los Angeles (US West)

@@ -227,12 +227,13 @@ func TestCloudValidation(t *testing.T) {
 	assert.Contains(t, inner["error"], "invalid job JSON")
 	assert.Empty(t, e.Jobs())
 
-	// Through the real client an engine 400 is an EngineError matching ErrValidation.
-	_, err := cloudClient(t, e).Submit(context.Background(), &ezclient.Job{URL: "http://x.test", Regions: []ezclient.Region{"mars"}})
+	// Through the real client an engine 400 is an EngineError matching
+	// ErrValidation (a well-formed code this engine does not simulate).
+	_, err := cloudClient(t, e).Submit(context.Background(), &ezclient.Job{URL: "http://x.test", Regions: []ezclient.Region{"xyz"}})
 	var ee *ezclient.EngineError
 	require.ErrorAs(t, err, &ee)
 	assert.Equal(t, http.StatusBadRequest, ee.StatusCode)
-	assert.Contains(t, ee.Message, `unknown region "mars"`)
+	assert.Contains(t, ee.Message, `unknown region "xyz"`)
 	assert.True(t, errors.Is(err, ezclient.ErrValidation))
 }
 

@@ -157,6 +157,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"user-id without self-hosted", []string{"submit", "--url", "https://a.example", "--user-id", "u"}, "--user-id only applies"},
 		{"self-hosted without user", []string{"submit", "--url", "https://a.example", "--self-hosted", "http://127.0.0.1:1"}, "needs --user-id"},
 		{"self-hosted regions", []string{"submit", "--url", "https://a.example", "--self-hosted", "http://127.0.0.1:1", "--user-id", "u", "--region", "iad", "--webhook", "https://h.example"}, "regions"},
+		{"bad region code", []string{"submit", "--url", "https://a.example", "--region", "IAD", "--dry-run"}, `"IAD" is not a region code`},
 		{"bad region policy", []string{"submit", "--url", "https://a.example", "--region-policy", "maybe", "--dry-run"}, "region_policy"},
 		{"zero timeout", []string{"submit", "--url", "https://a.example", "--timeout", "0s"}, "--timeout"},
 		{"dev bad rps", []string{"dev", "--rps", "0"}, "--rps"},
