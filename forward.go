@@ -322,6 +322,12 @@ func (t *Transport) submit(req *http.Request, hi *hostInfo, body []byte, reason 
 		return nil, &ForwardFailedError{Reason: reason, Host: hi.key, Err: ErrBodyNotUTF8}
 	}
 	job := t.buildJob(req, body)
+	if int64(ezclient.WireBodySize(job.Body)) > t.cfg.maxBody {
+		// The limit is measured on the wire (the body JSON-escaped twice
+		// in the envelope): a body of quotes can never fit, so it is not
+		// attempted and the caller keeps the original outcome.
+		return nil, &ForwardFailedError{Reason: reason, Host: hi.key, Err: ErrBodyTooLarge}
+	}
 	// The submission is a child span; the job carries its trace context.
 	sctx, span := t.tel.submitBegin(ctx, hi.key, reason, status)
 	t.tel.inject(sctx, job, t.jobMeta)

@@ -88,9 +88,11 @@ const (
 	// DefaultMinRate floors a pace learned from a header (a "0" pace would
 	// otherwise stall the host forever): one request per minute.
 	DefaultMinRate = 1.0 / 60
-	// DefaultMaxForwardBody is the largest request body that is forwarded.
-	// (The Cloud proxy rejects envelopes over 1 MB, and the body travels
-	// JSON-escaped twice.)
+	// DefaultMaxForwardBody is the largest request body that is forwarded,
+	// measured as it travels to the engine: ezclient.WireBodySize, the body
+	// JSON-escaped twice inside the Cloud envelope (plain text counts
+	// once, a quote or backslash four times). It leaves room for the rest
+	// of the job within the proxy's 1 MiB envelope limit.
 	DefaultMaxForwardBody = 256 << 10
 )
 
@@ -370,8 +372,11 @@ func WithForwardUnsafeWrites() Option {
 }
 
 // WithMaxForwardBody sets the largest request body that can be forwarded
-// (default DefaultMaxForwardBody). A body without GetBody is captured while
-// it is sent, up to this size.
+// (default DefaultMaxForwardBody), measured as it travels to the engine
+// (ezclient.WireBodySize: JSON-escaped twice inside the Cloud envelope). A
+// larger body is not forwarded (ErrBodyTooLarge) and the caller gets the
+// original response or error. A body without GetBody is captured while it
+// is sent, up to this many bytes.
 func WithMaxForwardBody(n int64) Option {
 	return func(c *config) {
 		if n < 0 {

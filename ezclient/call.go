@@ -327,6 +327,9 @@ func (c *Client) callCloud(ctx context.Context, method, path string, body []byte
 	if err != nil {
 		return reply{}, err
 	}
+	if len(eb) > c.maxReq {
+		return reply{}, &TooLargeError{Size: len(eb), Limit: c.maxReq}
+	}
 	req, err := c.newRequest(ctx, http.MethodPost, c.proxyURL+"/api/v1/proxy", eb)
 	if err != nil {
 		return reply{}, err
@@ -390,6 +393,9 @@ func decodeForwardedBody(raw json.RawMessage) ([]byte, error) {
 }
 
 func (c *Client) callDirect(ctx context.Context, method, path string, body []byte, redact []string) (reply, error) {
+	if len(body) > c.maxReq {
+		return reply{}, &TooLargeError{Size: len(body), Limit: c.maxReq}
+	}
 	req, err := c.newRequest(ctx, method, c.engineURL+path, body)
 	if err != nil {
 		return reply{}, err

@@ -35,6 +35,11 @@ const (
 	DefaultSelfHostedURL = "http://localhost:8080"
 )
 
+// DefaultMaxRequestBytes is the default of WithMaxRequestBytes: 1 MiB, the
+// Cloud proxy's limit on an envelope (and the usual limit of self-hosted
+// engines on a POST /jobs body).
+const DefaultMaxRequestBytes = 1 << 20
+
 // Environment variables read by New when the matching option is not given.
 const (
 	EnvAPIKey   = "EZTHROTTLE_API_KEY"
@@ -78,6 +83,7 @@ type Client struct {
 	logger    *slog.Logger
 	userAgent string
 	headers   http.Header // extra headers on every engine call
+	maxReq    int         // largest request body sent (envelope or direct)
 
 	maxAttempts int
 	backoffBase time.Duration
@@ -219,6 +225,22 @@ func WithRetry(attempts int, base, max time.Duration) Option {
 	}
 }
 
+// WithMaxRequestBytes sets the largest request the client sends, measured
+// on the exact bytes sent: the Cloud proxy envelope (with the job
+// JSON-escaped inside it) or a self-hosted engine's request body. A larger
+// one fails with a *TooLargeError (errors.Is(err, ErrTooLarge)) before
+// anything is sent, instead of a 413 after. Default
+// DefaultMaxRequestBytes; n must be positive.
+func WithMaxRequestBytes(n int) Option {
+	return func(o *options) {
+		if n <= 0 {
+			o.errs = append(o.errs, fmt.Errorf("ezthrottle: WithMaxRequestBytes(%d): need a positive size", n))
+			return
+		}
+		o.c.maxReq = n
+	}
+}
+
 // withGetenv replaces os.Getenv (tests).
 func withGetenv(f func(string) string) Option {
 	return func(o *options) { o.getenv = f }
@@ -254,6 +276,7 @@ func New(opts ...Option) (*Client, error) {
 			sleep:       sleepCtx,
 			jitter:      fullJitter,
 			now:         time.Now,
+			maxReq:      DefaultMaxRequestBytes,
 		},
 		getenv: os.Getenv,
 	}

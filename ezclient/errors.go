@@ -39,7 +39,36 @@ var (
 	// terminal event, and the status lookup did not report a final state
 	// either, after the client's retry budget (see WithRetry).
 	ErrStreamEnded = errors.New("ezthrottle: job stream ended before a terminal event")
+	// ErrTooLarge: the request the client would send (the Cloud proxy
+	// envelope, or a self-hosted engine's request body) is over the size
+	// limit (*TooLargeError, which also satisfies ErrValidation). Nothing
+	// was sent.
+	ErrTooLarge = errors.New("ezthrottle: request too large")
 )
+
+// TooLargeError reports a request refused before sending because its
+// encoded size, measured on the exact bytes that would be sent, is over the
+// client's limit (WithMaxRequestBytes; the Cloud proxy answers 413 above
+// 1 MiB). The job travels JSON-encoded inside the envelope, so every quote,
+// backslash or control character of a body counts several times (see
+// WireBodySize).
+type TooLargeError struct {
+	// Size is the encoded request's size in bytes.
+	Size int
+	// Limit is the largest size allowed.
+	Limit int
+}
+
+// Error gives the size, the limit and why a body grows on the wire.
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("ezthrottle: request of %d bytes is over the %d-byte limit, not sent (the body travels JSON-escaped, twice on Cloud: quotes, backslashes and control characters count several times)", e.Size, e.Limit)
+}
+
+// Is makes errors.Is(err, ErrTooLarge) and errors.Is(err, ErrValidation)
+// true.
+func (e *TooLargeError) Is(target error) bool {
+	return target == ErrTooLarge || target == ErrValidation
+}
 
 // ValidationError reports an invalid field, or a field the client's dialect
 // cannot carry. It is returned before any network call.

@@ -343,3 +343,15 @@ func proxyCallRaw(t *testing.T, e *Engine) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// TestCloudEnvelopeLimitRefusedBeforeSending: a body of quotes under 1 MiB
+// whose envelope is over the proxy's limit is refused by the client with
+// ErrTooLarge, not sent to get a 413 (issue 13 item 9).
+func TestCloudEnvelopeLimitRefusedBeforeSending(t *testing.T) {
+	e, _ := startEngine(t)
+	_, err := cloudClient(t, e).Submit(context.Background(), &ezclient.Job{URL: "http://x.test", Method: "PUT", Body: strings.Repeat(`"`, 256<<10)})
+	require.ErrorIs(t, err, ezclient.ErrTooLarge)
+	var ee *ezclient.EngineError
+	assert.False(t, errors.As(err, &ee), "refused by the client, not by the proxy's 413")
+	assert.Empty(t, e.Jobs())
+}
