@@ -95,7 +95,7 @@ func (a *app) printTopUsage(w io.Writer) {
 
 func (a *app) run(ctx context.Context, args []string) int {
 	if len(args) == 0 {
-		a.printTopUsage(a.stderr)
+		fmt.Fprintf(a.stderr, "ezthrottle: no command given (%s)\nRun 'ezthrottle --help' for usage.\n", commandNames())
 		return 2
 	}
 	name, rest := args[0], args[1:]
@@ -133,6 +133,15 @@ func (a *app) run(ctx context.Context, args []string) int {
 	return 2
 }
 
+// commandNames lists the commands, for short usage messages.
+func commandNames() string {
+	names := make([]string, len(commands))
+	for i, c := range commands {
+		names[i] = c.name
+	}
+	return strings.Join(names, ", ")
+}
+
 // usageError is a mistake in the command line (exit status 2).
 type usageError struct{ msg string }
 
@@ -143,7 +152,8 @@ func usagef(format string, args ...any) error {
 }
 
 // newFlagSet returns a flag set that reports errors instead of printing or
-// exiting; parse prints the help to stdout on --help.
+// exiting; its Usage prints the help to stdout, and parse calls it once, on
+// --help only.
 func (a *app) newFlagSet(name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -157,12 +167,18 @@ func (a *app) newFlagSet(name, synopsis string) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args, calling the usage on --help (returning flag.ErrHelp) and
-// turning flag errors and stray arguments into usage errors.
+// parse parses args, printing the help once on --help (returning
+// flag.ErrHelp) and turning flag errors and stray arguments into usage
+// errors, which run reports as a short message on stderr. The flag package
+// calls Usage itself on both; it is silenced during the parse.
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	usage := fs.Usage
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.Usage = usage
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			usage()
 			return err
 		}
 		return &usageError{msg: err.Error()}

@@ -129,9 +129,11 @@ func TestHelp(t *testing.T) {
 			assert.Equal(t, 0, code)
 			assert.Empty(t, errs)
 			assert.Contains(t, out, "Usage:")
+			assert.Equal(t, 1, strings.Count(out, "Usage:"), "the help is printed once:\n%s", out)
 			if len(args) == 2 && args[0] != "help" {
 				assert.Contains(t, out, "ezthrottle "+args[0])
 				assert.Contains(t, out, "Flags:")
+				assert.Equal(t, 1, strings.Count(out, "Flags:"), "the help is printed once")
 			}
 		})
 	}
@@ -143,7 +145,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no command", nil, "Usage:"},
+		{"no command", nil, "no command given"},
 		{"unknown command", []string{"deploy"}, `unknown command "deploy"`},
 		{"unknown flag", []string{"submit", "--nope"}, "flag provided but not defined: -nope"},
 		{"stray argument", []string{"submit", "--url", "https://a.example", "extra"}, `unexpected argument "extra"`},
@@ -160,6 +162,10 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"bad region code", []string{"submit", "--url", "https://a.example", "--region", "IAD", "--dry-run"}, `"IAD" is not a region code`},
 		{"bad region policy", []string{"submit", "--url", "https://a.example", "--region-policy", "maybe", "--dry-run"}, "region_policy"},
 		{"zero timeout", []string{"submit", "--url", "https://a.example", "--timeout", "0s"}, "--timeout"},
+		{"bad flag value", []string{"submit", "--timeout", "soon"}, `invalid value "soon" for flag -timeout`},
+		{"dev unknown flag", []string{"dev", "--nope"}, "flag provided but not defined: -nope"},
+		{"listen unknown flag", []string{"listen", "-x"}, "flag provided but not defined: -x"},
+		{"help for unknown command", []string{"help", "deploy"}, `unknown command "deploy"`},
 		{"dev bad rps", []string{"dev", "--rps", "0"}, "--rps"},
 		{"dev bad latency", []string{"dev", "--latency", "lax"}, "region=duration"},
 		{"dev unknown latency region", []string{"dev", "--regions", "iad", "--latency", "lax=1s"}, `unknown region "lax"`},
@@ -175,6 +181,11 @@ func TestUsageErrorsExit2(t *testing.T) {
 			code, out, errs := exec(t, context.Background(), env{}, "", tt.args...)
 			assert.Equal(t, 2, code, "stdout: %s\nstderr: %s", out, errs)
 			assert.Contains(t, errs, tt.want)
+			// A usage error is a short message on stderr: no help dump.
+			assert.Empty(t, out, "nothing on stdout")
+			assert.NotContains(t, errs, "Flags:")
+			assert.NotContains(t, errs, "Usage:")
+			assert.LessOrEqual(t, strings.Count(errs, "\n"), 2, "short:\n%s", errs)
 		})
 	}
 }
