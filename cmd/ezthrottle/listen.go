@@ -19,9 +19,14 @@ import (
 const listenSynopsis = `Usage: ezthrottle listen [flags]
 
 Runs a local webhook receiver: point a job's webhook at the URL it prints.
-Every delivery is verified (X-EZThrottle-Signature, when a secret is set),
-de-duplicated by job ID and pretty-printed; rejected deliveries are reported
-too. Both payload forms (Cloud and self-hosted) are accepted.
+Every delivery is de-duplicated by job ID and pretty-printed; rejected
+deliveries are reported too. Both payload forms (Cloud and self-hosted) are
+accepted.
+
+Signatures: with a secret, Cloud-form deliveries must carry a valid
+X-EZThrottle-Signature. Self-hosted engines never sign their deliveries, so
+a self-hosted receiver cannot verify them: self-hosted-form deliveries are
+accepted and shown as NOT verified, unless --signed-only rejects them.
 
 Runs until Ctrl-C (SIGINT), SIGTERM, or --count deliveries.`
 
@@ -33,6 +38,14 @@ type listenConfig struct {
 	maxBody            int
 	tolerance          time.Duration
 	maxDeliveryPayload int64
+	signedOnly         bool
+}
+
+// verified reports whether an accepted delivery's signature was checked:
+// with a secret, every Cloud-form delivery is; a self-hosted-form one only
+// with --signed-only (self-hosted engines do not sign).
+func (c listenConfig) verified(r webhook.Result) bool {
+	return c.secret != "" && (c.signedOnly || r.Form != webhook.FormSelfHosted)
 }
 
 func (a *app) listen(ctx context.Context, args []string) error {
@@ -47,6 +60,7 @@ func (a *app) listen(ctx context.Context, args []string) error {
 	fs.IntVar(&c.maxBody, "max-body", 2000, "print at most this many characters of a response body (0: all)")
 	fs.DurationVar(&c.tolerance, "tolerance", webhook.DefaultTolerance, "accepted clock skew of a signature's timestamp")
 	fs.Int64Var(&c.maxDeliveryPayload, "max-payload", webhook.DefaultMaxBodyBytes, "largest delivery body accepted, in bytes (413 above)")
+	fs.BoolVar(&c.signedOnly, "signed-only", false, "with a secret, also require a valid signature on self-hosted deliveries (self-hosted engines never sign, so they are all rejected)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -65,7 +79,24 @@ func (a *app) listen(ctx context.Context, args []string) error {
 	if c.secret == "" && c.secondary != "" {
 		return usagef("--secondary-secret needs --secret (or $EZTHROTTLE_WEBHOOK_SECRET)")
 	}
-	opts := []webhook.Option{webhook.WithTolerance(c.tolerance), webhook.WithMaxBodyBytes(c.maxDeliveryPayload)}
+	if c.signedOnly && c.secret == "" {
+		return usagef("--signed-only needs --secret (or $EZTHROTTLE_WEBHOOK_SECRET)")
+	}
+	// One store behind two handlers: the verifying one, and (with a
+	// secret) one for unsigned self-hosted-form deliveries, which no
+	// self-hosted engine signs.
+	store := webhook.NewStore()
+	defer store.Close()
+	opts := []webhook.Option{webhook.WithTolerance(c.tolerance), webhook.WithMaxBodyBytes(c.maxDeliveryPayload), webhook.WithStore(store)}
+	var unsigned *webhook.Handler
+	if c.secret != "" && !c.signedOnly {
+		u, err := webhook.NewHandler(opts...)
+		if err != nil {
+			return err
+		}
+		defer u.Close()
+		unsigned = u
+	}
 	if c.secret != "" {
 		opts = append(opts, webhook.WithSecret(c.secret), webhook.WithSecondarySecret(c.secondary))
 	}
@@ -80,7 +111,11 @@ func (a *app) listen(ctx context.Context, args []string) error {
 		return fmt.Errorf("listen on %s: %w", c.addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle(c.path, a.reportRejections(h))
+	var recv http.Handler = h
+	if unsigned != nil {
+		recv = routeSelfHosted(h, unsigned, c.maxDeliveryPayload)
+	}
+	mux.Handle(c.path, a.reportRejections(recv))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	// Subscribe before serving so that no delivery is missed.
@@ -94,9 +129,14 @@ func (a *app) listen(ctx context.Context, args []string) error {
 
 	verify := "signatures are NOT verified (no secret: set $EZTHROTTLE_WEBHOOK_SECRET or --secret)"
 	if c.secret != "" {
-		verify = "signatures verified (X-EZThrottle-Signature)"
+		verify = "Cloud deliveries: signatures verified (X-EZThrottle-Signature)"
 		if c.secondary != "" {
 			verify += ", secondary secret accepted"
+		}
+		if c.signedOnly {
+			verify += "\n  self-hosted deliveries: rejected unless signed (--signed-only; self-hosted engines never sign)"
+		} else {
+			verify += "\n  self-hosted deliveries: accepted NOT verified (self-hosted engines never sign; --signed-only rejects them)"
 		}
 	}
 	fmt.Fprintf(a.stdout, "Listening for EZThrottle webhooks on http://%s%s\n  %s\nUse this URL as a job's webhook. Press Ctrl-C to stop.\n", ln.Addr(), c.path, verify)
@@ -129,6 +169,33 @@ loop:
 		fmt.Fprintf(a.stdout, "Stopped after %d delivery(ies).\n", n)
 	}
 	return nil
+}
+
+// routeSelfHosted sends deliveries in the self-hosted payload form to
+// unsigned (self-hosted engines never sign them) and every other request
+// to verified. The body is read once, up to max+1 bytes, and handed on; a
+// larger one goes to verified, which answers 413.
+func routeSelfHosted(verified, unsigned http.Handler, max int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.ContentLength > max {
+			verified.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+		if err != nil {
+			http.Error(w, `{"error":"could not read request body","code":"bad_body"}`, http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		if int64(len(body)) <= max {
+			if res, err := webhook.Decode(body); err == nil && res.Form == webhook.FormSelfHosted {
+				unsigned.ServeHTTP(w, r)
+				return
+			}
+		}
+		verified.ServeHTTP(w, r)
+	})
 }
 
 // reportRejections prints the deliveries the handler refused (bad signature,
@@ -194,7 +261,7 @@ func (a *app) printResult(n int, r webhook.Result, c listenConfig) {
 		d := delivery{
 			JobID: r.JobID, IdempotentKey: r.IdempotentKey, Succeeded: r.Succeeded, Status: r.Status,
 			StatusCode: r.StatusCode, Body: r.Body, Reason: r.Reason, Metadata: r.Metadata,
-			Form: r.Form.String(), Verified: c.secret != "", ReceivedAt: r.ReceivedAt,
+			Form: r.Form.String(), Verified: c.verified(r), ReceivedAt: r.ReceivedAt,
 		}
 		if len(r.Header) > 0 {
 			d.Headers = map[string]any{}
@@ -229,8 +296,11 @@ func (a *app) printResult(n int, r webhook.Result, c listenConfig) {
 		fmt.Fprintf(&b, "  reason      %s\n", r.Reason)
 	}
 	sig := "not checked (no secret)"
-	if c.secret != "" {
+	switch {
+	case c.verified(r):
 		sig = "verified"
+	case c.secret != "":
+		sig = "NOT verified (self-hosted engines do not sign deliveries)"
 	}
 	fmt.Fprintf(&b, "  signature   %s\n", sig)
 	fmt.Fprintf(&b, "  form        %s\n", r.Form)

@@ -75,7 +75,8 @@ Environment:
   EZTHROTTLE_PROXY_URL   Cloud proxy base URL (default %s)
   EZTHROTTLE_URL         engine base URL (default %s)
   EZTHROTTLE_USER_ID     user_id for self-hosted engines
-  EZTHROTTLE_WEBHOOK_SECRET  webhook signing secret (dev signs with it, listen verifies it)
+  EZTHROTTLE_WEBHOOK_SECRET  webhook signing secret (dev signs Cloud-dialect deliveries with it,
+                         listen verifies them; self-hosted deliveries are never signed)
 
 Quick start, fully offline:
   ezthrottle dev                      # terminal 1: prints the variables to export

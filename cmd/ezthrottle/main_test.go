@@ -471,3 +471,73 @@ func TestSubmitHeaderIdempotencyKey(t *testing.T) {
 	assert.Equal(t, "order-8", sent["idempotent_key"])
 	mu.Unlock()
 }
+
+// TestDevSelfHostedSubmitListen: the self-hosted path end to end with a
+// webhook secret set for both dev and listen. Self-hosted engines (dev too)
+// deliver unsigned, so listen accepts the self-hosted delivery and says it
+// is not verified, while it still rejects unsigned Cloud-form deliveries;
+// the banners say so (issue 13 item 12).
+func TestDevSelfHostedSubmitListen(t *testing.T) {
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "pong") }))
+	defer api.Close()
+	secretEnv := env{"EZTHROTTLE_WEBHOOK_SECRET": testSecret}
+	dev := background(t, secretEnv, "dev", "--addr", "127.0.0.1:0", "--webhook-retries", "none")
+	engineURL := dev.out.waitFor(t, `export EZTHROTTLE_URL=(\S+)`)
+	assert.Contains(t, dev.out.String(), "self-hosted jobs (POST /jobs) are delivered unsigned")
+
+	lis := background(t, secretEnv, "listen", "--addr", "127.0.0.1:0")
+	hookURL := lis.out.waitFor(t, `Listening for EZThrottle webhooks on (\S+)`)
+	assert.Contains(t, lis.out.String(), "self-hosted deliveries: accepted NOT verified")
+
+	code, out, errs := exec(t, context.Background(), env{}, "", "submit", "--self-hosted", engineURL, "--user-id", "u1",
+		"--url", api.URL+"/ping", "--webhook", hookURL)
+	require.Equal(t, 0, code, errs)
+	var sub ezclient.Submission
+	require.NoError(t, json.Unmarshal([]byte(out), &sub))
+	block := lis.out.waitFor(t, `(?s)(── delivery #1.*pong.*)`)
+	assert.Contains(t, block, sub.JobID)
+	assert.Contains(t, block, "✓ succeeded")
+	assert.Contains(t, block, "signature   NOT verified (self-hosted engines do not sign deliveries)")
+	assert.Contains(t, block, "form        self-hosted")
+	assert.NotContains(t, lis.out.String(), "✗ rejected")
+
+	// An unsigned Cloud-form delivery is still rejected.
+	payload := `{"job_id":"job_forged","idempotent_key":"k","status":"success","response":{"status_code":200,"body":"x"},"metadata":{}}`
+	resp, err := http.Post(hookURL, "application/json", strings.NewReader(payload))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	http.DefaultClient.CloseIdleConnections()
+	lis.out.waitFor(t, `✗ rejected POST / from \S+: 401`)
+
+	assert.Equal(t, 0, lis.stop())
+	assert.Equal(t, 0, dev.stop())
+}
+
+// TestListenSignedOnly: --signed-only rejects the unsigned self-hosted
+// deliveries that a self-hosted engine sends.
+func TestListenSignedOnly(t *testing.T) {
+	lis := background(t, env{"EZTHROTTLE_WEBHOOK_SECRET": testSecret}, "listen", "--addr", "127.0.0.1:0", "--signed-only", "--json")
+	hookURL := lis.out.waitFor(t, `Listening for EZThrottle webhooks on (\S+)`)
+	assert.Contains(t, lis.out.String(), "--signed-only")
+	body := `{"job_id":"0123abcd","status":"completed","response_status":200,"body":"ok"}`
+	resp, err := http.Post(hookURL, "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	// Signed, it is accepted and shown as verified.
+	req, _ := http.NewRequest(http.MethodPost, hookURL, strings.NewReader(body))
+	req.Header.Set(webhook.SignatureHeader, webhook.Sign(testSecret, time.Now(), []byte(body)))
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	http.DefaultClient.CloseIdleConnections()
+	line := lis.out.waitFor(t, `(\{"job_id".*\})`)
+	assert.Contains(t, line, `"signature_verified":true`)
+	assert.Equal(t, 0, lis.stop())
+
+	code, _, errs := exec(t, context.Background(), env{}, "", "listen", "--signed-only")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errs, "--signed-only needs --secret")
+}
