@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -475,4 +476,50 @@ func TestSeenSetExpiryIsExact(t *testing.T) {
 	assert.Empty(t, s.buckets)
 	assert.NotEqual(t, s.hash("a"), s.hash("b"))
 	assert.NotEqual(t, newSeenSet(time.Minute, 1).hash("a"), s.hash("a"), "seeds are per set")
+}
+
+// TestHandlerWarnsOfSmallDedupCapacity: settings under which deliveries
+// would be refused at a modest rate are reported when the Handler is made.
+func TestHandlerWarnsOfSmallDedupCapacity(t *testing.T) {
+	tests := []struct {
+		name string
+		opts []Option
+		warn bool
+	}{
+		{name: "defaults"},
+		{name: "defaults with a secret", opts: []Option{WithSecret(testSecret)}},
+		{name: "small bound", opts: []Option{WithMaxSeenIDs(1000)}, warn: true},
+		{name: "long tolerance", opts: []Option{WithSecret(testSecret), WithTolerance(24 * time.Hour)}, warn: true},
+		{name: "long tolerance without a secret is irrelevant", opts: []Option{WithTolerance(24 * time.Hour)}},
+		{name: "long window", opts: []Option{WithDedupWindow(7 * 24 * time.Hour)}, warn: true},
+		{name: "shared store with a small bound", opts: []Option{WithStore(NewStore(WithMaxSeenIDs(10)))}, warn: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs strings.Builder
+			var mu sync.Mutex
+			logger := slog.New(slog.NewTextHandler(lockedStringWriter{&mu, &logs}, nil))
+			h, err := NewHandler(append([]Option{WithLogger(logger)}, tc.opts...)...)
+			require.NoError(t, err)
+			require.NoError(t, h.Close())
+			mu.Lock()
+			defer mu.Unlock()
+			if tc.warn {
+				assert.Contains(t, logs.String(), "de-duplication capacity is small")
+			} else {
+				assert.NotContains(t, logs.String(), "de-duplication capacity")
+			}
+		})
+	}
+}
+
+type lockedStringWriter struct {
+	mu *sync.Mutex
+	w  *strings.Builder
+}
+
+func (l lockedStringWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

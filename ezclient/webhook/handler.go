@@ -137,6 +137,7 @@ func NewHandler(opts ...Option) (*Handler, error) {
 	} else {
 		h.logger.Warn("ezthrottle webhook: no secret configured; deliveries are not verified (use WithSecret)")
 	}
+	h.warnCapacity()
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	if h.onResult != nil {
 		h.queue = make(chan queued, c.queue)
@@ -147,6 +148,29 @@ func NewHandler(opts ...Option) (*Handler, error) {
 		}
 	}
 	return h, nil
+}
+
+// minSustainedRate is the rate of new results below which NewHandler warns
+// that its de-duplication capacity is small.
+const minSustainedRate = 100
+
+// warnCapacity logs a warning when the Store's bound on remembered job IDs
+// (WithMaxSeenIDs) allows fewer than minSustainedRate new results per
+// second, sustained, over the time each ID must be remembered (the window,
+// or twice the tolerance for signatures from a clock running ahead).
+// Above that rate deliveries are refused with 503 rather than an ID
+// forgotten, so the guarantee holds, but deliveries are delayed.
+func (h *Handler) warnCapacity() {
+	horizon := h.store.window
+	if h.verifier != nil {
+		horizon = max(horizon, 2*h.tolerance)
+	}
+	rate := float64(h.store.seen.max) / horizon.Seconds()
+	if rate < minSustainedRate {
+		h.logger.Warn("ezthrottle webhook: the de-duplication capacity is small: above this rate of new results, deliveries are refused with 503 until the oldest job IDs expire (raise WithMaxSeenIDs)",
+			slog.Int("max_seen_ids", h.store.seen.max), slog.Duration("remembered_for", horizon),
+			slog.Float64("sustained_results_per_second", rate))
+	}
 }
 
 // Store returns the Store the Handler puts results into.

@@ -45,8 +45,11 @@ const (
 	DefaultCallbackQueue = 1024
 	// DefaultCallbackWait is how long a delivery waits for room in a full
 	// callback queue before it is refused with 503 and Retry-After (and not
-	// recorded, so the engine's redelivery is taken as new).
-	DefaultCallbackWait = 5 * time.Second
+	// recorded, so the engine's redelivery is taken as new). The request's
+	// context usually ends the wait first: when the engine gives up on the
+	// delivery (its timeout, or the server's WriteTimeout), the delivery is
+	// refused the same way and the engine's redelivery is taken as new.
+	DefaultCallbackWait = 30 * time.Second
 )
 
 // Option configures NewHandler and NewStore. Options that do not apply to
