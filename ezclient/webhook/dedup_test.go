@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -474,6 +475,12 @@ func TestSeenSetExpiryIsExact(t *testing.T) {
 	s.sweep(t0.Add(11 * time.Minute))
 	assert.Empty(t, s.ids)
 	assert.Empty(t, s.buckets)
+
+	// An expiry beyond int64 nanoseconds does not wrap into the past.
+	far := s.hash("far")
+	s.add(far, t0.Add(math.MaxInt64).Add(math.MaxInt64))
+	s.sweep(t0.Add(time.Hour))
+	assert.True(t, s.seen(far, t0.Add(100*365*24*time.Hour)))
 	assert.NotEqual(t, s.hash("a"), s.hash("b"))
 	assert.NotEqual(t, newSeenSet(time.Minute, 1).hash("a"), s.hash("a"), "seeds are per set")
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"slices"
 	"time"
 )
@@ -114,7 +115,12 @@ func (s *seenSet) full(now time.Time) error {
 // add remembers h until exp. Called only after full returned nil (or for
 // an ID that was pending, whose entry is already counted).
 func (s *seenSet) add(h idHash, exp time.Time) {
-	n := exp.UnixNano()
+	// An absurd expiry (a tolerance of centuries) is remembered until the
+	// end of representable time, not wrapped around into the past.
+	n := int64(math.MaxInt64 - 2*int64(s.gran))
+	if exp.Before(time.Unix(0, n)) {
+		n = exp.UnixNano()
+	}
 	if old, ok := s.ids[h]; ok && old >= n {
 		return
 	}
