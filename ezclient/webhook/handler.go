@@ -361,14 +361,12 @@ func (h *Handler) refuse(ctx context.Context, w http.ResponseWriter, res Result,
 	case errors.Is(err, errCallbackBusy):
 		h.logger.LogAttrs(ctx, slog.LevelWarn, "ezthrottle webhook: callback queue full; delivery refused with 503 (the engine redelivers it)",
 			slog.String("job_id", res.JobID), slog.Duration("waited", h.callbackWait))
-		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "callback_busy", "receiver is busy; retry later")
 	case errors.Is(err, ErrClosed):
 		writeError(w, http.StatusServiceUnavailable, "closed", "webhook receiver is shutting down")
 	default: // the request's context ended: the client is gone or timed out
 		h.logger.LogAttrs(ctx, slog.LevelDebug, "ezthrottle webhook: delivery abandoned before it was accepted",
 			slog.String("job_id", res.JobID), slog.String("error", err.Error()))
-		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "canceled", "request ended before the result was accepted")
 	}
 }
@@ -419,6 +417,9 @@ func (h *Handler) call(res Result, sc trace.SpanContext) {
 func writeError(w http.ResponseWriter, status int, code, msg string) {
 	if sw, ok := w.(*statusWriter); ok {
 		sw.code = code
+	}
+	if status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", "1") // every 503 asks for a redelivery
 	}
 	writeJSON(w, status, map[string]string{"error": msg, "code": code})
 }

@@ -316,6 +316,7 @@ func TestHandlerCloseCancelsCallbacks(t *testing.T) {
 	rec := post(t, h, selfCompleted, "", time.Time{})
 	assert.Equal(t, http.StatusServiceUnavailable, rec.Code)
 	assert.Equal(t, "closed", decodeReply(t, rec).Code)
+	assert.Equal(t, "1", rec.Header().Get("Retry-After"))
 }
 
 func TestHandlerSharedStore(t *testing.T) {
