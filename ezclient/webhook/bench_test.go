@@ -93,7 +93,7 @@ func BenchmarkHandlerLoad(b *testing.B) {
 			var took time.Duration
 			for b.Loop() {
 				clk := newFakeClock()
-				cb := newCountingCallback()
+				cb := newDedupCounter()
 				h, err := NewHandler(WithSecret(testSecret), WithClock(clk.Now), WithCallbackConcurrency(workers, 0),
 					WithCallback(func(ctx context.Context, r Result) {
 						time.Sleep(time.Millisecond)
@@ -103,10 +103,10 @@ func BenchmarkHandlerLoad(b *testing.B) {
 					b.Fatal(err)
 				}
 				start := time.Now()
-				st := runLoad(h, clk.Now, n, 256, "job_")
+				st := dedupLoad(h, clk.Now, n, 256, "job_")
 				took += time.Since(start)
 				clk.Advance(DefaultDedupWindow - time.Second)
-				late := runLoad(h, clk.Now, n, 256, "job_")
+				late := dedupLoad(h, clk.Now, n, 256, "job_")
 				if err := h.Close(); err != nil { // waits for the queued callbacks
 					b.Fatal(err)
 				}

@@ -17,13 +17,13 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// selfBody is a self-hosted payload for job id.
-func selfBody(id string) string {
+// dedupBody is a self-hosted payload for job id.
+func dedupBody(id string) string {
 	return `{"job_id":"` + id + `","status":"completed","response_status":200,"body":"ok"}`
 }
 
-// signedPost is one delivery: body with a signature header as captured.
-func signedPost(h http.Handler, body, header string) *httptest.ResponseRecorder {
+// dedupPost is one delivery: body with a signature header as captured.
+func dedupPost(h http.Handler, body, header string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(http.MethodPost, "/webhook", strings.NewReader(body))
 	if header != "" {
 		req.Header.Set(SignatureHeader, header)
@@ -33,23 +33,23 @@ func signedPost(h http.Handler, body, header string) *httptest.ResponseRecorder 
 	return rec
 }
 
-// countingCallback counts callback runs per job ID.
-type countingCallback struct {
+// dedupCounter counts callback runs per job ID.
+type dedupCounter struct {
 	mu    sync.Mutex
 	calls map[string]int
 	total atomic.Int64
 }
 
-func newCountingCallback() *countingCallback { return &countingCallback{calls: map[string]int{}} }
+func newDedupCounter() *dedupCounter { return &dedupCounter{calls: map[string]int{}} }
 
-func (c *countingCallback) fn(_ context.Context, r Result) {
+func (c *dedupCounter) fn(_ context.Context, r Result) {
 	c.mu.Lock()
 	c.calls[r.JobID]++
 	c.mu.Unlock()
 	c.total.Add(1)
 }
 
-func (c *countingCallback) count(id string) int {
+func (c *dedupCounter) count(id string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.calls[id]
@@ -81,16 +81,16 @@ func TestReplayRefusedForWholeTolerance(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := newFakeClock()
-			cb := newCountingCallback()
+			cb := newDedupCounter()
 			opts := append([]Option{WithSecret(testSecret), WithClock(clk.Now), WithCallback(cb.fn)}, tc.opts...)
 			h, err := NewHandler(opts...)
 			require.NoError(t, err)
 			defer h.Close()
 
-			body := selfBody("job_captured")
+			body := dedupBody("job_captured")
 			signedAt := clk.Now().Add(tc.skew)
 			header := Sign(testSecret, signedAt, []byte(body))
-			rec := signedPost(h, body, header)
+			rec := dedupPost(h, body, header)
 			require.Equal(t, 200, rec.Code, rec.Body.String())
 			require.False(t, decodeReply(t, rec).Duplicate)
 
@@ -100,19 +100,19 @@ func TestReplayRefusedForWholeTolerance(t *testing.T) {
 				// Push the captured result out of the result store.
 				for range 50 {
 					other++
-					b := selfBody(fmt.Sprint("job_other_", other))
-					require.Equal(t, 200, signedPost(h, b, Sign(testSecret, clk.Now(), []byte(b))).Code)
+					b := dedupBody(fmt.Sprint("job_other_", other))
+					require.Equal(t, 200, dedupPost(h, b, Sign(testSecret, clk.Now(), []byte(b))).Code)
 				}
-				rec := signedPost(h, body, header)
+				rec := dedupPost(h, body, header)
 				require.Equal(t, 200, rec.Code, "replay at %s: %s", clk.Now().Sub(signedAt), rec.Body.String())
 				require.True(t, decodeReply(t, rec).Duplicate, "replay at %s after signing is a duplicate", clk.Now().Sub(signedAt))
 				clk.Advance(min(tc.tol/7, expires.Sub(clk.Now())))
 			}
-			rec = signedPost(h, body, header) // exactly at timestamp + tolerance
+			rec = dedupPost(h, body, header) // exactly at timestamp + tolerance
 			require.Equal(t, 200, rec.Code)
 			require.True(t, decodeReply(t, rec).Duplicate, "replay at the last instant the signature verifies")
 			clk.Advance(time.Second)
-			rec = signedPost(h, body, header)
+			rec = dedupPost(h, body, header)
 			require.Equal(t, http.StatusUnauthorized, rec.Code, "then the signature has expired")
 
 			require.NoError(t, h.Close())
@@ -143,14 +143,14 @@ func TestDuplicatesDetectedForWholeWindow(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := newFakeClock()
-			cb := newCountingCallback()
+			cb := newDedupCounter()
 			opts := append([]Option{WithSecret(testSecret), WithClock(clk.Now), WithCallback(cb.fn)}, tc.opts...)
 			h, err := NewHandler(opts...)
 			require.NoError(t, err)
 			defer h.Close()
 			deliver := func(id string) reply {
-				b := selfBody(id)
-				rec := signedPost(h, b, Sign(testSecret, clk.Now(), []byte(b)))
+				b := dedupBody(id)
+				rec := dedupPost(h, b, Sign(testSecret, clk.Now(), []byte(b)))
 				require.Equal(t, 200, rec.Code, rec.Body.String())
 				return decodeReply(t, rec)
 			}
@@ -194,7 +194,7 @@ func TestDedupCapacityRefusesRatherThanForgets(t *testing.T) {
 	h, err := NewHandler(WithClock(clk.Now), WithMaxSeenIDs(5), WithDedupWindow(time.Hour), WithTTL(time.Minute))
 	require.NoError(t, err)
 	defer h.Close()
-	deliver := func(id string) *httptest.ResponseRecorder { return signedPost(h, selfBody(id), "") }
+	deliver := func(id string) *httptest.ResponseRecorder { return dedupPost(h, dedupBody(id), "") }
 
 	for i := range 5 {
 		require.Equal(t, 200, deliver(fmt.Sprint("job_", i)).Code)
@@ -245,31 +245,31 @@ func TestHandlerBackpressure(t *testing.T) {
 	}))
 	require.NoError(t, err)
 	defer h.Close()
-	require.Equal(t, 200, signedPost(h, selfBody("block"), "").Code)
+	require.Equal(t, 200, dedupPost(h, dedupBody("block"), "").Code)
 	require.Equal(t, "block", <-got)
-	require.Equal(t, 200, signedPost(h, selfBody("queued"), "").Code)
+	require.Equal(t, 200, dedupPost(h, dedupBody("queued"), "").Code)
 
 	// Its request ends while it waits: 503, nothing kept.
 	ctx, cancel := context.WithCancel(context.Background())
-	req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(selfBody("gone"))).WithContext(ctx)
+	req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(dedupBody("gone"))).WithContext(ctx)
 	rec := httptest.NewRecorder()
 	done := make(chan struct{})
 	go func() { h.ServeHTTP(rec, req); close(done) }()
-	require.Eventually(t, func() bool { return pendingLen(h.Store()) == 1 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return dedupPending(h.Store()) == 1 }, 10*time.Second, time.Millisecond)
 	cancel()
 	<-done
 	assert.Equal(t, http.StatusServiceUnavailable, rec.Code)
 	assert.Equal(t, "1", rec.Header().Get("Retry-After"))
-	assert.Zero(t, pendingLen(h.Store()))
+	assert.Zero(t, dedupPending(h.Store()))
 
 	// A concurrent duplicate waits for the first delivery's decision.
 	recs := make([]*httptest.ResponseRecorder, 3)
 	var wg sync.WaitGroup
 	for i := range recs {
 		wg.Add(1)
-		go func() { defer wg.Done(); recs[i] = signedPost(h, selfBody("waits"), "") }()
+		go func() { defer wg.Done(); recs[i] = dedupPost(h, dedupBody("waits"), "") }()
 	}
-	require.Eventually(t, func() bool { return pendingLen(h.Store()) == 1 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return dedupPending(h.Store()) == 1 }, 10*time.Second, time.Millisecond)
 	close(release) // room in the queue
 	wg.Wait()
 	fresh := 0
@@ -284,7 +284,7 @@ func TestHandlerBackpressure(t *testing.T) {
 	assert.Equal(t, "waits", <-got)
 	_, ok := h.Store().Lookup(Key{JobID: "gone"})
 	assert.False(t, ok)
-	rec = signedPost(h, selfBody("gone"), "")
+	rec = dedupPost(h, dedupBody("gone"), "")
 	require.Equal(t, 200, rec.Code)
 	assert.False(t, decodeReply(t, rec).Duplicate, "the abandoned delivery was not remembered")
 	assert.Equal(t, "gone", <-got)
@@ -294,7 +294,7 @@ func TestHandlerBackpressure(t *testing.T) {
 // with 503 and still hands the queued results to the callback.
 func TestHandlerCloseWhileWaitingForRoom(t *testing.T) {
 	release := make(chan struct{})
-	cb := newCountingCallback()
+	cb := newDedupCounter()
 	h, err := NewHandler(WithCallbackConcurrency(1, 1), WithCallbackWait(time.Hour), WithCallback(func(ctx context.Context, r Result) {
 		if r.JobID == "block" {
 			<-release
@@ -302,12 +302,12 @@ func TestHandlerCloseWhileWaitingForRoom(t *testing.T) {
 		cb.fn(ctx, r)
 	}))
 	require.NoError(t, err)
-	require.Equal(t, 200, signedPost(h, selfBody("block"), "").Code)
+	require.Equal(t, 200, dedupPost(h, dedupBody("block"), "").Code)
 	require.Eventually(t, func() bool { return len(h.slots) == 0 }, 10*time.Second, time.Millisecond)
-	require.Equal(t, 200, signedPost(h, selfBody("queued"), "").Code)
+	require.Equal(t, 200, dedupPost(h, dedupBody("queued"), "").Code)
 	done := make(chan *httptest.ResponseRecorder)
-	go func() { done <- signedPost(h, selfBody("waiting"), "") }()
-	require.Eventually(t, func() bool { return pendingLen(h.Store()) == 1 }, 10*time.Second, time.Millisecond)
+	go func() { done <- dedupPost(h, dedupBody("waiting"), "") }()
+	require.Eventually(t, func() bool { return dedupPending(h.Store()) == 1 }, 10*time.Second, time.Millisecond)
 	closed := make(chan error)
 	go func() { closed <- h.Close() }()
 	rec := <-done
@@ -319,7 +319,7 @@ func TestHandlerCloseWhileWaitingForRoom(t *testing.T) {
 	assert.Equal(t, 0, cb.count("waiting"))
 }
 
-func pendingLen(s *Store) int {
+func dedupPending(s *Store) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.seen.pending)
@@ -338,7 +338,7 @@ func TestHandlerLoadExactlyOnce(t *testing.T) {
 		n = 1000
 	}
 	clk := newFakeClock()
-	cb := newCountingCallback()
+	cb := newDedupCounter()
 	h, err := NewHandler(WithSecret(testSecret), WithClock(clk.Now), WithMaxResults(100),
 		WithCallbackConcurrency(2, 8), WithCallbackWait(time.Millisecond),
 		WithCallback(func(ctx context.Context, r Result) {
@@ -348,11 +348,11 @@ func TestHandlerLoadExactlyOnce(t *testing.T) {
 	require.NoError(t, err)
 	defer h.Close()
 
-	st := runLoad(h, clk.Now, n, 32, "job_")
+	st := dedupLoad(h, clk.Now, n, 32, "job_")
 	require.Zero(t, st.failed, "every delivery was eventually acknowledged")
 	assert.Equal(t, n, st.fresh)
 	clk.Advance(DefaultDedupWindow - time.Second)
-	late := runLoad(h, clk.Now, n, 32, "job_")
+	late := dedupLoad(h, clk.Now, n, 32, "job_")
 	assert.Equal(t, 0, late.fresh, "every late redelivery is a duplicate")
 	assert.Equal(t, n, late.dups)
 	require.NoError(t, h.Close())
@@ -367,17 +367,17 @@ func TestHandlerLoadExactlyOnce(t *testing.T) {
 	}
 }
 
-type loadStats struct {
+type dedupLoadStats struct {
 	fresh, dups, refused, failed int
 }
 
-// runLoad delivers n unique results (prefix + i) from senders goroutines,
+// dedupLoad delivers n unique results (prefix + i) from senders goroutines,
 // redelivering each one refused with 503 (at once, not after Retry-After:
 // the test is about what is lost, not about pacing).
-func runLoad(h http.Handler, now func() time.Time, n, senders int, prefix string) loadStats {
+func dedupLoad(h http.Handler, now func() time.Time, n, senders int, prefix string) dedupLoadStats {
 	var (
 		mu   sync.Mutex
-		st   loadStats
+		st   dedupLoadStats
 		next atomic.Int64
 		wg   sync.WaitGroup
 	)
@@ -385,16 +385,16 @@ func runLoad(h http.Handler, now func() time.Time, n, senders int, prefix string
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var local loadStats
+			var local dedupLoadStats
 			for {
 				i := int(next.Add(1)) - 1
 				if i >= n {
 					break
 				}
-				b := selfBody(fmt.Sprint(prefix, i))
+				b := dedupBody(fmt.Sprint(prefix, i))
 				giveUp := time.Now().Add(time.Minute) // a safety net, not a timing assumption
 				for {
-					rec := signedPost(h, b, Sign(testSecret, now(), []byte(b)))
+					rec := dedupPost(h, b, Sign(testSecret, now(), []byte(b)))
 					if rec.Code == http.StatusServiceUnavailable && time.Now().Before(giveUp) {
 						local.refused++
 						continue
@@ -505,7 +505,7 @@ func TestHandlerWarnsOfSmallDedupCapacity(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs strings.Builder
 			var mu sync.Mutex
-			logger := slog.New(slog.NewTextHandler(lockedStringWriter{&mu, &logs}, nil))
+			logger := slog.New(slog.NewTextHandler(dedupLogWriter{&mu, &logs}, nil))
 			h, err := NewHandler(append([]Option{WithLogger(logger)}, tc.opts...)...)
 			require.NoError(t, err)
 			require.NoError(t, h.Close())
@@ -520,12 +520,12 @@ func TestHandlerWarnsOfSmallDedupCapacity(t *testing.T) {
 	}
 }
 
-type lockedStringWriter struct {
+type dedupLogWriter struct {
 	mu *sync.Mutex
 	w  *strings.Builder
 }
 
-func (l lockedStringWriter) Write(p []byte) (int, error) {
+func (l dedupLogWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
