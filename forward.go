@@ -34,13 +34,16 @@ const (
 	// HeaderUpstreamStatus carries the upstream status that caused the
 	// forwarding (ReasonStatus only).
 	HeaderUpstreamStatus = "X-EZThrottle-Upstream-Status"
+	// HeaderJobStatus carries the job's status as the engine reported it
+	// (ezclient.StatusQueued, or StatusRacing for a multi-region race).
+	HeaderJobStatus = "X-EZThrottle-Job-Status"
 )
 
 // ForwardInfo describes a request that became an EZThrottle job.
 type ForwardInfo struct {
 	// Submission is the engine's acknowledgement. When read back from a
 	// response's headers (JobFromResponse) only JobID, IdempotentKey and
-	// Status are known.
+	// Status are known. Its values have passed Submission.Validate.
 	Submission ezclient.Submission
 	// Reason says why the request was forwarded.
 	Reason ForwardReason
@@ -176,14 +179,19 @@ type acceptedBody struct {
 
 // newAccepted builds the synthetic 202 Accepted for a forwarded request.
 func newAccepted(req *http.Request, info *ForwardInfo) *http.Response {
-	b, _ := json.Marshal(acceptedBody{JobID: info.Submission.JobID, IdempotentKey: info.Submission.IdempotentKey, Status: string(ezclient.StatusQueued)})
-	h := make(http.Header, 7)
+	status := info.Submission.Status
+	if status == "" {
+		status = ezclient.StatusQueued
+	}
+	b, _ := json.Marshal(acceptedBody{JobID: info.Submission.JobID, IdempotentKey: info.Submission.IdempotentKey, Status: string(status)})
+	h := make(http.Header, 8)
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	h.Set(HeaderJobID, info.Submission.JobID)
 	if info.Submission.IdempotentKey != "" {
 		h.Set(HeaderIdempotentKey, info.Submission.IdempotentKey)
 	}
+	h.Set(HeaderJobStatus, string(status))
 	h.Set(HeaderForwardedReason, string(info.Reason))
 	if info.UpstreamStatus != 0 {
 		h.Set(HeaderUpstreamStatus, strconv.Itoa(info.UpstreamStatus))
@@ -210,7 +218,7 @@ func newAccepted(req *http.Request, info *ForwardInfo) *http.Response {
 // Transport) cannot make IsForwarded or JobFromResponse report a job that
 // was never submitted.
 func stripForwardHeaders(h http.Header) {
-	for _, k := range [...]string{HeaderJobID, HeaderIdempotentKey, HeaderForwardedReason, HeaderUpstreamStatus} {
+	for _, k := range [...]string{HeaderJobID, HeaderIdempotentKey, HeaderForwardedReason, HeaderUpstreamStatus, HeaderJobStatus} {
 		h.Del(k)
 	}
 }
@@ -236,9 +244,12 @@ func JobFromResponse(resp *http.Response) (ForwardInfo, bool) {
 		Submission: ezclient.Submission{
 			JobID:         resp.Header.Get(HeaderJobID),
 			IdempotentKey: resp.Header.Get(HeaderIdempotentKey),
-			Status:        ezclient.StatusQueued,
+			Status:        ezclient.JobStatus(resp.Header.Get(HeaderJobStatus)),
 		},
 		Reason: ForwardReason(resp.Header.Get(HeaderForwardedReason)),
+	}
+	if info.Submission.Status == "" {
+		info.Submission.Status = ezclient.StatusQueued
 	}
 	info.UpstreamStatus, _ = strconv.Atoi(resp.Header.Get(HeaderUpstreamStatus))
 	if resp.Request != nil && resp.Request.URL != nil {
@@ -332,9 +343,7 @@ func (t *Transport) submit(req *http.Request, hi *hostInfo, body []byte, reason 
 	sctx, span := t.tel.submitBegin(ctx, hi.key, reason, status)
 	t.tel.inject(sctx, job, t.jobMeta)
 	sub, err := t.cfg.submitter.Submit(sctx, job)
-	if err == nil && (sub == nil || sub.JobID == "") {
-		err = errors.New("ezthrottle: submitter returned no job ID")
-	}
+	sub, err = acceptedSubmission(job, sub, err)
 	if err != nil {
 		err = t.tel.redact(req, err) // the engine may echo the request's secrets
 		t.tel.submitEnd(span, nil, err)
@@ -342,11 +351,35 @@ func (t *Transport) submit(req *http.Request, hi *hostInfo, body []byte, reason 
 	}
 	t.tel.submitEnd(span, sub, nil)
 	info := &ForwardInfo{Submission: *sub, Reason: reason, UpstreamStatus: status, Host: hi.key}
-	if info.Submission.IdempotentKey == "" {
-		info.Submission.IdempotentKey = job.IdempotentKey
-	}
 	t.observeForwarded(ctx, info)
 	return info, nil
+}
+
+// acceptedSubmission checks a Submitter's outcome for job: a submission
+// without a job ID, or with a value that is not safe in a header, a log or
+// a span attribute (see ezclient.Submission.Validate; the Submitter may be
+// any code, not only *ezclient.Client), is a failed submission, so that the
+// caller gets its original outcome. The returned copy has the job's own
+// key when the engine echoed none, and StatusQueued when it reported no
+// status.
+func acceptedSubmission(job *ezclient.Job, sub *ezclient.Submission, err error) (*ezclient.Submission, error) {
+	if err != nil {
+		return nil, err
+	}
+	if sub == nil || sub.JobID == "" {
+		return nil, errors.New("ezthrottle: submitter returned no job ID")
+	}
+	cp := *sub
+	if cp.IdempotentKey == "" {
+		cp.IdempotentKey = job.IdempotentKey
+	}
+	if cp.Status == "" {
+		cp.Status = ezclient.StatusQueued
+	}
+	if err := cp.Validate(); err != nil {
+		return nil, err
+	}
+	return &cp, nil
 }
 
 // ForwardError is returned by user code to ask for a job to be forwarded
@@ -480,9 +513,7 @@ func submitAutoForward(ctx context.Context, s Submitter, job *ezclient.Job) (*ez
 		}
 	}
 	sub, err := s.Submit(sctx, job)
-	if err == nil && (sub == nil || sub.JobID == "") {
-		err = errors.New("ezthrottle: submitter returned no job ID")
-	}
+	sub, err = acceptedSubmission(job, sub, err)
 	if err != nil {
 		// The engine may echo the job's secrets.
 		h := make(http.Header, len(job.Headers))

@@ -3,6 +3,7 @@ package ezthrottle
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 )
@@ -55,6 +56,13 @@ func (t *Transport) acquire(ctx context.Context, hi *hostInfo, adm *Admission, o
 		p, err = t.mem.acquire(lctx, adm, &hi.state)
 	} else {
 		p, err = t.limiter.Acquire(lctx, *adm)
+		switch {
+		case err == nil && p == nil: // a broken Limiter: fail, do not panic later
+			err = fmt.Errorf("%w (%T)", ErrNilPermit, t.limiter)
+		case err != nil && p != nil: // a slot granted with an error is not used: free it
+			p.Release()
+			p = nil
+		}
 	}
 	if timed {
 		e := end

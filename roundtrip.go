@@ -3,6 +3,7 @@ package ezthrottle
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"time"
@@ -89,6 +90,12 @@ func (t *Transport) roundTrip(req *http.Request, observed bool) (*http.Response,
 		defer capture.done()
 	}
 	resp, err := t.base.RoundTrip(out)
+	if resp == nil && err == nil {
+		// A broken base: fail as http.Client does, without panicking. It
+		// may not have closed the body either.
+		closeRequestBody(req)
+		err = fmt.Errorf("%w (%T)", ErrNilResponse, t.base)
+	}
 	if err != nil {
 		g.release()
 		if resp != nil {
@@ -100,6 +107,9 @@ func (t *Transport) roundTrip(req *http.Request, observed bool) (*http.Response,
 	g.resp = resp
 	if resp.Body == nil {
 		resp.Body = http.NoBody
+	}
+	if resp.Header == nil {
+		resp.Header = http.Header{}
 	}
 	t.learn(ctx, hi.key, resp)
 	if fwd && t.cfg.forwardStatuses.has(resp.StatusCode) {
@@ -128,6 +138,15 @@ func (t *Transport) roundTrip(req *http.Request, observed bool) (*http.Response,
 	resp.Body = wrapBody(resp.Body, permit)
 	return resp, nil
 }
+
+// ErrNilResponse is returned (wrapped, naming the RoundTripper's type) when
+// the base RoundTripper returns neither a response nor an error, as
+// http.Client does. The request body is closed and the slot freed.
+var ErrNilResponse = errors.New("ezthrottle: base RoundTripper returned a nil *http.Response with a nil error")
+
+// ErrNilPermit is returned (wrapped, naming the Limiter's type) when a
+// Limiter's Acquire returns neither a Permit nor an error.
+var ErrNilPermit = errors.New("ezthrottle: Limiter returned a nil Permit with a nil error")
 
 // maxBufferedAnswer bounds the upstream answer read into memory before a
 // forward (see bufferBody).

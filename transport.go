@@ -6,8 +6,9 @@
 //   - every destination host is throttled: a token bucket plus a cap on
 //     requests in flight (EZThrottle's pace by default, 2 requests per
 //     second and 2 in flight), adapting live to the rate-limit headers the
-//     API sends back (X-EZTHROTTLE-RPS, Retry-After, RateLimit,
-//     X-RateLimit-*, OpenAI's x-ratelimit-*);
+//     API sends back (X-EZTHROTTLE-RPS and its X-Aqueduct-* and X-Aquifer-*
+//     siblings, Retry-After, RateLimit, X-RateLimit-*, OpenAI's
+//     x-ratelimit-*);
 //   - when forwarding is configured (WithForwarding / WithClient), a 429, a
 //     5xx, a network failure or a throttle wait that cannot finish in time no
 //     longer loses the call: it becomes a durable EZThrottle job and the
