@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // Headers of the synthetic 202 Accepted returned for a forwarded request.
@@ -163,9 +164,23 @@ type ForwardFailedError struct {
 	Err    error
 }
 
-// Error describes why forwarding failed.
+// Error describes why forwarding failed. Credentials the cause may quote
+// (URL user info, sensitive query values, credential headers, bearer
+// tokens) are redacted.
 func (e *ForwardFailedError) Error() string {
-	return fmt.Sprintf("ezthrottle: forwarding (%s) failed: %v", e.Reason, e.Err)
+	return redact.Text(fmt.Sprintf("ezthrottle: forwarding (%s) failed: %v", e.Reason, e.Err))
+}
+
+// GoString renders the error for %#v, redacted like Error.
+func (e *ForwardFailedError) GoString() string {
+	return fmt.Sprintf("&ezthrottle.ForwardFailedError{Reason:%q, Host:%q, Err:%q}", e.Reason, e.Host, e.errText())
+}
+
+func (e *ForwardFailedError) errText() string {
+	if e.Err == nil {
+		return ""
+	}
+	return redact.Text(e.Err.Error())
 }
 
 // Unwrap returns Err.
@@ -398,13 +413,26 @@ type ForwardError struct {
 	Cause error
 }
 
-// Error describes the request to forward and its cause.
+// Error describes the request to forward and its cause. The URL's user
+// info and sensitive query values are redacted, as is what the cause may
+// quote of a credential.
 func (e *ForwardError) Error() string {
-	s := "ezthrottle: forward " + strings.ToUpper(e.Job.Method) + " " + e.Job.URL + " to EZThrottle"
+	s := "ezthrottle: forward " + strings.ToUpper(e.Job.Method) + " " + redact.URL(e.Job.URL) + " to EZThrottle"
 	if e.Cause != nil {
 		s += ": " + e.Cause.Error()
 	}
-	return s
+	return redact.Text(s)
+}
+
+// GoString renders the error for %#v without the job's credentials: the
+// job's header values are not shown, its URL is redacted.
+func (e *ForwardError) GoString() string {
+	cause := ""
+	if e.Cause != nil {
+		cause = redact.Text(e.Cause.Error())
+	}
+	return fmt.Sprintf("&ezthrottle.ForwardError{Job:{Method:%q, URL:%q, %d header(s), %d body byte(s)}, Cause:%q}",
+		e.Job.Method, redact.URL(e.Job.URL), len(e.Job.Headers), len(e.Job.Body), cause)
 }
 
 // Unwrap returns Cause.

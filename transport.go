@@ -76,6 +76,7 @@ import (
 	"time"
 
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // Defaults of the Transport's options.
@@ -517,9 +518,8 @@ func newConfig(opts []Option) (config, error) {
 	if c.clock == nil {
 		c.clock = SystemClock()
 	}
-	if c.logger == nil {
-		c.logger = slog.New(slog.DiscardHandler)
-	}
+	// Every line goes through the redacting handler (see internal/redact).
+	c.logger = redact.Logger(c.logger, nil)
 	return c, nil
 }
 

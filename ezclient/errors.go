@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // Sentinel errors. Every error returned by this package that belongs to one of
@@ -83,8 +85,16 @@ type ValidationError struct {
 	Unsupported bool
 }
 
-// Error names the field and the reason.
-func (e *ValidationError) Error() string {
+// Error names the field and the reason. Credentials the reason may quote
+// (URL user info, sensitive query values, header values) are redacted.
+func (e *ValidationError) Error() string { return redact.Text(e.message()) }
+
+// GoString renders the error for %#v, redacted like Error.
+func (e *ValidationError) GoString() string {
+	return fmt.Sprintf("&ezclient.ValidationError{Field:%q, Reason:%q, Unsupported:%t}", redact.Text(e.Field), redact.Text(e.Reason), e.Unsupported)
+}
+
+func (e *ValidationError) message() string {
 	if e.Field == "" {
 		return "ezthrottle: invalid input: " + e.Reason
 	}
@@ -112,8 +122,16 @@ type RateLimitError struct {
 	Message string
 }
 
-// Error includes the server's message and the wait, when known.
-func (e *RateLimitError) Error() string {
+// GoString renders the error for %#v, redacted like Error.
+func (e *RateLimitError) GoString() string {
+	return fmt.Sprintf("&ezclient.RateLimitError{StatusCode:%d, RetryAfter:%d, RetryAt:%s, Message:%q}", e.StatusCode, e.RetryAfter, e.RetryAt.Format(time.RFC3339Nano), redact.Text(e.Message))
+}
+
+// Error includes the server's message and the wait, when known. What the
+// message may echo of a credential is redacted.
+func (e *RateLimitError) Error() string { return redact.Text(e.message()) }
+
+func (e *RateLimitError) message() string {
 	var b strings.Builder
 	b.WriteString("ezthrottle: rate limited")
 	if e.Message != "" {
@@ -141,8 +159,16 @@ type AuthError struct {
 	Message string
 }
 
-// Error says unauthorized (401) or denied, with the server's message.
-func (e *AuthError) Error() string {
+// GoString renders the error for %#v, redacted like Error.
+func (e *AuthError) GoString() string {
+	return fmt.Sprintf("&ezclient.AuthError{StatusCode:%d, Message:%q}", e.StatusCode, redact.Text(e.Message))
+}
+
+// Error says unauthorized (401) or denied, with the server's message
+// (what it may echo of a credential redacted).
+func (e *AuthError) Error() string { return redact.Text(e.message()) }
+
+func (e *AuthError) message() string {
 	kind := "denied"
 	if e.StatusCode == http.StatusUnauthorized {
 		kind = "unauthorized"
@@ -175,9 +201,16 @@ type EngineError struct {
 	Proxy bool
 }
 
+// GoString renders the error for %#v, redacted like Error.
+func (e *EngineError) GoString() string {
+	return fmt.Sprintf("&ezclient.EngineError{StatusCode:%d, Message:%q, Body:%q, Proxy:%t}", e.StatusCode, redact.Text(e.Message), redact.Text(string(e.Body)), e.Proxy)
+}
+
 // Error says whether the proxy or the engine failed, with the status and
-// message.
-func (e *EngineError) Error() string {
+// message (what the message may echo of a credential redacted).
+func (e *EngineError) Error() string { return redact.Text(e.message()) }
+
+func (e *EngineError) message() string {
 	who := "engine"
 	if e.Proxy {
 		who = "proxy"

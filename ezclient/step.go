@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // StepType says where a step's request runs first (protocol §6).
@@ -156,7 +158,7 @@ func (c *Client) Step() *Step { return NewStep(c) }
 // fail records the first builder error.
 func (s *Step) fail(field, format string, args ...any) *Step {
 	if s.err == nil {
-		s.err = &ValidationError{Field: field, Reason: fmt.Sprintf(format, args...)}
+		s.err = &ValidationError{Field: field, Reason: redact.Text(fmt.Sprintf(format, args...))}
 	}
 	return s
 }

@@ -17,6 +17,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // JobStatus is a job's state as reported by the engine.
@@ -153,19 +155,23 @@ type selfHostedJob struct {
 // url, body), so retries and repeats de-duplicate as the HASH strategy
 // promises.
 func (c *Client) Submit(ctx context.Context, job *Job) (*Submission, error) {
-	sub, err := c.submit(ctx, job)
-	if err != nil && job != nil {
-		// An engine reply may echo the job: keep its credentials (header
-		// values, URL user info and query secrets) out of the messages.
-		redactError(err, jobSecrets(job))
+	if job == nil {
+		return nil, invalid("job", "nil job")
+	}
+	// An engine reply may echo the job: keep its credentials (header
+	// values, URL user info and query secrets, in every encoding) out of
+	// the errors returned, the retry loop's log lines and the messages
+	// logged with ctx.
+	secrets := jobSecrets(job)
+	ctx = redact.ContextWithSecrets(ctx, redact.NewSecrets("****", secrets...))
+	sub, err := c.submit(ctx, job, secrets)
+	if err != nil {
+		redactError(err, append(secrets, c.apiKey.Reveal()))
 	}
 	return sub, err
 }
 
-func (c *Client) submit(ctx context.Context, job *Job) (*Submission, error) {
-	if job == nil {
-		return nil, invalid("job", "nil job")
-	}
+func (c *Client) submit(ctx context.Context, job *Job, secrets []string) (*Submission, error) {
 	if err := job.ValidateFor(c.dialect); err != nil {
 		return nil, err
 	}
@@ -192,7 +198,7 @@ func (c *Client) submit(ctx context.Context, job *Job) (*Submission, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := c.call(ctx, http.MethodPost, path, body)
+	r, err := c.call(ctx, http.MethodPost, path, body, secrets...)
 	if err != nil {
 		return nil, err
 	}

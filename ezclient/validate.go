@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // maxJobDepth bounds nesting (fallback chains, on_success, on_failure); it
@@ -39,8 +41,11 @@ func fieldPath(prefix, name string) string {
 	return prefix + "." + name
 }
 
+// invalid returns a *ValidationError. The reason may quote the input: what
+// it quotes of a credential (URL user info, sensitive query values) is
+// redacted in the field itself, not only in Error.
 func invalid(field, format string, args ...any) error {
-	return &ValidationError{Field: field, Reason: fmt.Sprintf(format, args...)}
+	return &ValidationError{Field: field, Reason: redact.Text(fmt.Sprintf(format, args...))}
 }
 
 // ValidateURL checks that raw is an absolute http or https URL with a host.

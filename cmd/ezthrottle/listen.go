@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ezthrottle/ezthrottle-go/ezclient/webhook"
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 const listenSynopsis = `Usage: ezthrottle listen [flags]
@@ -217,7 +218,7 @@ func (a *app) reportRejections(h http.Handler) http.Handler {
 			msg = e.Error
 		}
 		fmt.Fprintf(a.stdout, "%s  ✗ rejected %s %s from %s: %d %s: %s\n",
-			time.Now().Format("15:04:05"), r.Method, r.URL.Path, r.RemoteAddr, rec.status, http.StatusText(rec.status), msg)
+			time.Now().Format("15:04:05"), r.Method, r.URL.Path, r.RemoteAddr, rec.status, http.StatusText(rec.status), redact.Text(msg))
 	})
 }
 
@@ -260,13 +261,17 @@ func (a *app) printResult(n int, r webhook.Result, c listenConfig) {
 	if c.jsonOut {
 		d := delivery{
 			JobID: r.JobID, IdempotentKey: r.IdempotentKey, Succeeded: r.Succeeded, Status: r.Status,
-			StatusCode: r.StatusCode, Body: r.Body, Reason: r.Reason, Metadata: r.Metadata,
+			StatusCode: r.StatusCode, Body: redact.Text(r.Body), Reason: redact.Text(r.Reason), Metadata: r.Metadata,
 			Form: r.Form.String(), Verified: c.verified(r), ReceivedAt: r.ReceivedAt,
 		}
 		if len(r.Header) > 0 {
 			d.Headers = map[string]any{}
 			for k, v := range r.Header {
-				d.Headers[k] = strings.Join(v, ", ")
+				s := redact.Text(strings.Join(v, ", "))
+				if redact.SensitiveHeader(k) {
+					s = redact.Mask // Set-Cookie, tokens: never printed
+				}
+				d.Headers[k] = s
 			}
 		}
 		b, err := json.Marshal(d)
@@ -293,7 +298,7 @@ func (a *app) printResult(n int, r webhook.Result, c listenConfig) {
 	}
 	fmt.Fprintf(&b, "  status      %s\n", status)
 	if r.Reason != "" {
-		fmt.Fprintf(&b, "  reason      %s\n", r.Reason)
+		fmt.Fprintf(&b, "  reason      %s\n", redact.Text(r.Reason))
 	}
 	sig := "not checked (no secret)"
 	switch {
@@ -319,7 +324,11 @@ func (a *app) printResult(n int, r webhook.Result, c listenConfig) {
 			if i == 0 {
 				label = "headers"
 			}
-			fmt.Fprintf(&b, "  %-11s %s: %s\n", label, k, strings.Join(r.Header[k], ", "))
+			v := strings.Join(r.Header[k], ", ")
+			if redact.SensitiveHeader(k) {
+				v = redact.Mask // Set-Cookie, tokens: never printed
+			}
+			fmt.Fprintf(&b, "  %-11s %s: %s\n", label, k, redact.Text(v))
 		}
 	}
 	body := r.Body
@@ -327,7 +336,7 @@ func (a *app) printResult(n int, r webhook.Result, c listenConfig) {
 		body = string([]rune(body)[:c.maxBody]) + fmt.Sprintf("… (%d bytes in all)", len(r.Body))
 	}
 	if body != "" {
-		fmt.Fprintf(&b, "  body        %s\n", indentBody(body))
+		fmt.Fprintf(&b, "  body        %s\n", indentBody(redact.Text(body)))
 	}
 	_, _ = io.WriteString(a.stdout, b.String())
 }

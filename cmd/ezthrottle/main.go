@@ -22,6 +22,7 @@ import (
 	"syscall"
 
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 func main() {
@@ -123,10 +124,12 @@ func (a *app) run(ctx context.Context, args []string) int {
 		case errors.Is(err, flag.ErrHelp):
 			return 0
 		case errors.As(err, &ue):
-			fmt.Fprintf(a.stderr, "ezthrottle %s: %s\nRun 'ezthrottle %s --help' for usage.\n", c.name, ue.msg, c.name)
+			fmt.Fprintf(a.stderr, "ezthrottle %s: %s\nRun 'ezthrottle %s --help' for usage.\n", c.name, redact.Text(ue.msg), c.name)
 			return 2
 		default:
-			fmt.Fprintf(a.stderr, "ezthrottle %s: error: %s\n", c.name, err)
+			// Errors are redacted where they are made; this is the last
+			// line of defence for what a user-supplied value may carry.
+			fmt.Fprintf(a.stderr, "ezthrottle %s: error: %s\n", c.name, redact.Text(err.Error()))
 			return 1
 		}
 	}

@@ -8,6 +8,8 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // Defaults.
@@ -143,7 +145,7 @@ func WithClock(now func() time.Time) Option {
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) {
 		if l != nil {
-			c.logger = l
+			c.logger = redact.Logger(l, nil) // every record scrubbed (internal/redact)
 		}
 	}
 }
