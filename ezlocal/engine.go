@@ -415,27 +415,30 @@ func (e *Engine) WaitJob(ctx context.Context, id string) (JobInfo, error) {
 // spawn, has settled.
 func (e *Engine) WaitIdle(ctx context.Context) error {
 	for {
+		// One pass over the jobs per round (not one per job waited for), so
+		// that waiting for n jobs costs O(n); a round catches the children
+		// spawned during the previous one.
 		e.mu.Lock()
-		var pending *job
+		var pending []*job
 		for _, j := range e.order {
 			select {
 			case <-j.settled:
-				continue
 			default:
+				pending = append(pending, j)
 			}
-			pending = j
-			break
 		}
 		e.mu.Unlock()
-		if pending == nil {
+		if len(pending) == 0 {
 			return nil
 		}
-		select {
-		case <-pending.settled:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-e.ctx.Done():
-			return ErrClosed
+		for _, j := range pending {
+			select {
+			case <-j.settled:
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-e.ctx.Done():
+				return ErrClosed
+			}
 		}
 	}
 }
