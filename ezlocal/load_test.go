@@ -1,11 +1,16 @@
 package ezlocal
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +21,25 @@ import (
 
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
 )
+
+// queued returns how many requests wait for a slot of host in region.
+func (e *Engine) queued(region, host string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if p, ok := e.pacers[host]; ok {
+		if l, ok := p.lanes[region]; ok {
+			return l.waiters.Len()
+		}
+	}
+	return 0
+}
+
+// freshConns returns how many connections have not sent a request.
+func (e *Engine) freshConns() int {
+	e.connMu.Lock()
+	defer e.connMu.Unlock()
+	return len(e.freshConn)
+}
 
 // waitQueued waits until n requests wait for a slot of host in region. The
 // deadline only guards against a hung test; nothing is timed.
@@ -262,4 +286,89 @@ func paceQueueRun(b *testing.B, n, measured int) time.Duration {
 	}
 	b.StopTimer()
 	return elapsed
+}
+
+// Close closes at once the connections that are idle or have not sent a
+// complete request, instead of waiting out http.Server.Shutdown's 5 s grace
+// for new connections (issue 18 item 7). The client's side must see the
+// connection closed well before that grace; the 2 s read deadline only
+// bounds the failure on the old code.
+func TestCloseClosesQuietConnections(t *testing.T) {
+	dial := func(t *testing.T, e *Engine) net.Conn {
+		t.Helper()
+		c, err := net.Dial("tcp", e.ln.Addr().String())
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	cases := []struct {
+		name  string
+		setup func(t *testing.T, e *Engine) []net.Conn
+	}{
+		{"connected, nothing sent", func(t *testing.T, e *Engine) []net.Conn {
+			c := dial(t, e)
+			require.Eventually(t, func() bool { return e.freshConns() == 1 }, 20*time.Second, time.Millisecond)
+			return []net.Conn{c}
+		}},
+		{"half a request header", func(t *testing.T, e *Engine) []net.Conn {
+			c := dial(t, e)
+			_, err := io.WriteString(c, "GET /health HTTP/1.1\r\nHost: x\r\n")
+			require.NoError(t, err)
+			require.Eventually(t, func() bool { return e.freshConns() == 1 }, 20*time.Second, time.Millisecond)
+			return []net.Conn{c}
+		}},
+		{"idle after a request, and half of the next", func(t *testing.T, e *Engine) []net.Conn {
+			c := dial(t, e)
+			_, err := io.WriteString(c, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+			require.NoError(t, err)
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			require.NoError(t, err)
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			_, err = io.WriteString(c, "GET /health HTTP/1.1\r\n")
+			require.NoError(t, err)
+			return []net.Conn{c}
+		}},
+		{"many quiet connections after concurrent submissions", func(t *testing.T, e *Engine) []net.Conn {
+			dst := okServer(t)
+			cl := cloudClient(t, e)
+			var wg sync.WaitGroup
+			for i := range 20 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_, err := cl.Submit(context.Background(), &ezclient.Job{URL: dst.URL + "/" + strconv.Itoa(i)})
+					assert.NoError(t, err)
+				}()
+			}
+			wg.Wait()
+			var cs []net.Conn
+			for range 10 {
+				cs = append(cs, dial(t, e))
+			}
+			require.Eventually(t, func() bool { return e.freshConns() == 10 }, 20*time.Second, time.Millisecond)
+			return cs
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := Start(WithClock(newTestClock()))
+			require.NoError(t, err)
+			conns := tc.setup(t, e)
+			closed := make(chan struct{})
+			go func() {
+				defer close(closed)
+				_ = e.Close()
+			}()
+			for _, c := range conns {
+				require.NoError(t, c.SetReadDeadline(time.Now().Add(2*time.Second)))
+				_, err := io.Copy(io.Discard, c) // returns when the engine closes the connection
+				var ne net.Error
+				require.False(t, errors.As(err, &ne) && ne.Timeout(), "the engine kept a quiet connection open during Close")
+			}
+			<-closed
+			assert.Zero(t, e.freshConns())
+		})
+	}
 }

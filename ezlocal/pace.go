@@ -154,18 +154,6 @@ func (e *Engine) acquire(ctx context.Context, region, host string) (release func
 	return rel, nil
 }
 
-// queued returns how many requests wait for a slot of host in region.
-func (e *Engine) queued(region, host string) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if p, ok := e.pacers[host]; ok {
-		if l, ok := p.lanes[region]; ok {
-			return l.waiters.Len()
-		}
-	}
-	return 0
-}
-
 func (e *Engine) release(region, host string, h http.Header) string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
