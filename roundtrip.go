@@ -72,10 +72,11 @@ func (t *Transport) roundTrip(req *http.Request, observed bool) (*http.Response,
 		permit Permit
 		err    error
 	)
-	if t.mem != nil && !observed {
+	lv := t.live.Load()
+	if t.mem != nil && !observed && lv == nil {
 		permit, err = t.mem.acquire(ctx, &adm, &hi.state) // the common case, without a call level
 	} else {
-		permit, err = t.acquire(ctx, hi, &adm, observed)
+		permit, err = t.acquire(ctx, hi, &adm, observed, lv)
 	}
 	if err != nil {
 		return t.notAdmitted(req, hi, fwd, err, cause)
@@ -352,6 +353,9 @@ func (t *Transport) learn(ctx context.Context, key string, resp *http.Response) 
 		}
 	}
 	t.observeLearned(ctx, key, s)
+	if lv := t.live.Load(); lv != nil {
+		lv.learned(key, &v, s, resp.StatusCode)
+	}
 	t.limiter.Learn(ctx, key, s)
 }
 

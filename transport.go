@@ -454,7 +454,8 @@ type Transport struct {
 	clock   Clock
 	log     *slog.Logger
 	seed    maphash.Seed
-	hot     atomic.Pointer[hostInfo] // the host resolved last (see hostFor)
+	hot     atomic.Pointer[hostInfo]  // the host resolved last (see hostFor)
+	live    atomic.Pointer[liveState] // the live view's recorder; nil: off (live.go)
 	keys    [keyShards]keyShard
 }
 
@@ -481,6 +482,7 @@ type hostInfo struct {
 	key    string
 	limit  Limit
 	state  atomic.Pointer[hostState]
+	live   atomic.Pointer[liveHost] // the live view's record of the host (live.go)
 }
 
 // find returns the entry of the chain for scheme.
