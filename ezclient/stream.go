@@ -164,7 +164,10 @@ func streamEnded(jobID string, status JobStatus, cause error) error {
 
 // WaitJob blocks until the job on a self-hosted engine reaches a final
 // state and returns its terminal event (see StreamJob), or an error. It
-// always returns: when ctx ends, with ctx's error.
+// always returns: when ctx ends, with ctx's error. A job that finished
+// before the call is answered at once, from the status lookup. The
+// event's Succeeded says whether the upstream call succeeded: a
+// "completed" job may have been answered 429.
 func (c *Client) WaitJob(ctx context.Context, jobID string) (Event, error) {
 	for ev, err := range c.StreamJob(ctx, jobID) {
 		if err != nil {
