@@ -106,3 +106,16 @@ func TestSubmitHeaderIdempotencyKey(t *testing.T) {
 		})
 	}
 }
+
+// TestStepHeaderKeyBeatsStrategy: the Step builder applies the same rule:
+// the header's key (trimmed) wins over the UNIQUE strategy; a blank header
+// is no key.
+func TestStepHeaderKeyBeatsStrategy(t *testing.T) {
+	c, _ := fxCloud(t, fxNewServer(t))
+	job, err := c.Step().URL("https://a.example").Header("idempotency-key", " k-1 ").IdempotentStrategy(IdempotentUnique).Job()
+	require.NoError(t, err)
+	assert.Equal(t, "k-1", job.IdempotentKey)
+	job, err = c.Step().URL("https://a.example").Header("Idempotency-Key", "  ").IdempotentStrategy(IdempotentUnique).Job()
+	require.NoError(t, err)
+	assert.Regexp(t, `^[0-9a-f-]{36}$`, job.IdempotentKey, "a blank header is no key: the strategy decides")
+}

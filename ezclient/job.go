@@ -286,16 +286,22 @@ func (j *Job) customKey() string {
 	if j.IdempotentKey != "" {
 		return j.IdempotentKey
 	}
-	if len(j.Headers) == 0 {
+	return headerKey(j.Headers)
+}
+
+// headerKey is the value of the Idempotency-Key header in h (any case,
+// surrounding white space removed), or "".
+func headerKey(h map[string]string) string {
+	if len(h) == 0 {
 		return ""
 	}
-	if v := strings.TrimSpace(j.Headers[IdempotencyKeyHeader]); v != "" {
+	if v := strings.TrimSpace(h[IdempotencyKeyHeader]); v != "" {
 		return v
 	}
 	// Other spellings of the name: the first in byte order wins, so the
 	// choice does not depend on map iteration order.
 	best, found := "", false
-	for k, v := range j.Headers {
+	for k, v := range h {
 		if v = strings.TrimSpace(v); v != "" && k != IdempotencyKeyHeader &&
 			strings.EqualFold(k, IdempotencyKeyHeader) && (!found || k < best) {
 			best, found = k, true
@@ -304,7 +310,7 @@ func (j *Job) customKey() string {
 	if !found {
 		return ""
 	}
-	return strings.TrimSpace(j.Headers[best])
+	return strings.TrimSpace(h[best])
 }
 
 // MarshalJSON encodes the job in the engine's format (protocol §1.2).

@@ -635,7 +635,7 @@ func (n *node) idempotentKey() string {
 	if n.s.key != "" {
 		return n.s.key
 	}
-	if k := n.s.headers["Idempotency-Key"]; k != "" {
+	if k := headerKey(n.s.headers); k != "" {
 		return k
 	}
 	if n.strategy == IdempotentUnique {

@@ -81,13 +81,13 @@ func (e Event) Terminal() bool { return e.Type == EventCompleted || e.Type == Ev
 // terminal event from engines: they send a catch-up event (such as
 // queued) and keepalives, possibly 30 s apart, and keep the stream open.
 // So on every connection StreamJob looks the job up (a single attempt
-// each) as soon as the stream is open, after the first event (the
-// catch-up), and, if the first lookup got no answer, on a keepalive that
-// comes before any event; when the
-// job is final it ends with a terminal Event with FromStatus set. The
-// engine subscribes the client before it answers, so a job that finishes
-// after the lookup still sends its terminal event on the stream. When the
-// stream ends or breaks without a terminal event,
+// each) as soon as the stream is open, on the first event (the catch-up,
+// before yielding it), and, if no lookup got an answer yet, on a keepalive
+// that comes before any event; when the job is final it ends with a
+// terminal Event with FromStatus set (after the catch-up event, if that is
+// when it learned it). The engine subscribes the client before it answers,
+// so a job that finishes after the lookup still sends its terminal event
+// on the stream. When the stream ends or breaks without a terminal event,
 // StreamJob looks the job up (GetJob): a
 // final state becomes a terminal Event with FromStatus set; otherwise it
 // reconnects with jittered exponential backoff, giving up with
@@ -164,7 +164,10 @@ func streamEnded(jobID string, status JobStatus, cause error) error {
 
 // WaitJob blocks until the job on a self-hosted engine reaches a final
 // state and returns its terminal event (see StreamJob), or an error. It
-// always returns: when ctx ends, with ctx's error.
+// always returns: when ctx ends, with ctx's error. A job that finished
+// before the call is answered at once, from the status lookup. The
+// event's Succeeded says whether the upstream call succeeded: a
+// "completed" job may have been answered 429.
 func (c *Client) WaitJob(ctx context.Context, jobID string) (Event, error) {
 	for ev, err := range c.StreamJob(ctx, jobID) {
 		if err != nil {

@@ -9,7 +9,9 @@
 // really run: the engine calls their destinations with per-host pacing,
 // retries and reroutes them between simulated regions, races or fans them
 // out, follows fallback chains, spawns on_success / on_failure children and
-// delivers the results to every webhook, signed, with retries.
+// delivers the results to every webhook, with retries: signed for Cloud
+// jobs whose customer has a webhook secret, unsigned for self-hosted jobs,
+// as the real self-hosted engines do.
 //
 // Start an engine on a loopback port with Start, or mount Handler in a server
 // of your own (then call Close when done). Point an ezclient.Client at it:
