@@ -67,6 +67,11 @@ func BenchmarkGET(b *testing.B) {
 		{"transport+forwarding", func(b *testing.B) http.RoundTripper {
 			return benchTransport(b, ezthrottle.WithForwarding(nopSubmitter{}))
 		}},
+		{"transport+live", func(b *testing.B) http.RoundTripper { // the live view on (LiveHandler)
+			tr := benchTransport(b).(*ezthrottle.Transport)
+			tr.EnableLive()
+			return tr
+		}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			rt := bc.rt(b)

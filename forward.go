@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // Headers of the synthetic 202 Accepted returned for a forwarded request.
@@ -34,13 +35,16 @@ const (
 	// HeaderUpstreamStatus carries the upstream status that caused the
 	// forwarding (ReasonStatus only).
 	HeaderUpstreamStatus = "X-EZThrottle-Upstream-Status"
+	// HeaderJobStatus carries the job's status as the engine reported it
+	// (ezclient.StatusQueued, or StatusRacing for a multi-region race).
+	HeaderJobStatus = "X-EZThrottle-Job-Status"
 )
 
 // ForwardInfo describes a request that became an EZThrottle job.
 type ForwardInfo struct {
 	// Submission is the engine's acknowledgement. When read back from a
 	// response's headers (JobFromResponse) only JobID, IdempotentKey and
-	// Status are known.
+	// Status are known. Its values have passed Submission.Validate.
 	Submission ezclient.Submission
 	// Reason says why the request was forwarded.
 	Reason ForwardReason
@@ -160,9 +164,23 @@ type ForwardFailedError struct {
 	Err    error
 }
 
-// Error describes why forwarding failed.
+// Error describes why forwarding failed. Credentials the cause may quote
+// (URL user info, sensitive query values, credential headers, bearer
+// tokens) are redacted.
 func (e *ForwardFailedError) Error() string {
-	return fmt.Sprintf("ezthrottle: forwarding (%s) failed: %v", e.Reason, e.Err)
+	return redact.Text(fmt.Sprintf("ezthrottle: forwarding (%s) failed: %v", e.Reason, e.Err))
+}
+
+// GoString renders the error for %#v, redacted like Error.
+func (e *ForwardFailedError) GoString() string {
+	return fmt.Sprintf("&ezthrottle.ForwardFailedError{Reason:%q, Host:%q, Err:%q}", e.Reason, e.Host, e.errText())
+}
+
+func (e *ForwardFailedError) errText() string {
+	if e.Err == nil {
+		return ""
+	}
+	return redact.Text(e.Err.Error())
 }
 
 // Unwrap returns Err.
@@ -176,14 +194,19 @@ type acceptedBody struct {
 
 // newAccepted builds the synthetic 202 Accepted for a forwarded request.
 func newAccepted(req *http.Request, info *ForwardInfo) *http.Response {
-	b, _ := json.Marshal(acceptedBody{JobID: info.Submission.JobID, IdempotentKey: info.Submission.IdempotentKey, Status: string(ezclient.StatusQueued)})
-	h := make(http.Header, 7)
+	status := info.Submission.Status
+	if status == "" {
+		status = ezclient.StatusQueued
+	}
+	b, _ := json.Marshal(acceptedBody{JobID: info.Submission.JobID, IdempotentKey: info.Submission.IdempotentKey, Status: string(status)})
+	h := make(http.Header, 8)
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	h.Set(HeaderJobID, info.Submission.JobID)
 	if info.Submission.IdempotentKey != "" {
 		h.Set(HeaderIdempotentKey, info.Submission.IdempotentKey)
 	}
+	h.Set(HeaderJobStatus, string(status))
 	h.Set(HeaderForwardedReason, string(info.Reason))
 	if info.UpstreamStatus != 0 {
 		h.Set(HeaderUpstreamStatus, strconv.Itoa(info.UpstreamStatus))
@@ -210,7 +233,7 @@ func newAccepted(req *http.Request, info *ForwardInfo) *http.Response {
 // Transport) cannot make IsForwarded or JobFromResponse report a job that
 // was never submitted.
 func stripForwardHeaders(h http.Header) {
-	for _, k := range [...]string{HeaderJobID, HeaderIdempotentKey, HeaderForwardedReason, HeaderUpstreamStatus} {
+	for _, k := range [...]string{HeaderJobID, HeaderIdempotentKey, HeaderForwardedReason, HeaderUpstreamStatus, HeaderJobStatus} {
 		h.Del(k)
 	}
 }
@@ -236,9 +259,12 @@ func JobFromResponse(resp *http.Response) (ForwardInfo, bool) {
 		Submission: ezclient.Submission{
 			JobID:         resp.Header.Get(HeaderJobID),
 			IdempotentKey: resp.Header.Get(HeaderIdempotentKey),
-			Status:        ezclient.StatusQueued,
+			Status:        ezclient.JobStatus(resp.Header.Get(HeaderJobStatus)),
 		},
 		Reason: ForwardReason(resp.Header.Get(HeaderForwardedReason)),
+	}
+	if info.Submission.Status == "" {
+		info.Submission.Status = ezclient.StatusQueued
 	}
 	info.UpstreamStatus, _ = strconv.Atoi(resp.Header.Get(HeaderUpstreamStatus))
 	if resp.Request != nil && resp.Request.URL != nil {
@@ -322,13 +348,17 @@ func (t *Transport) submit(req *http.Request, hi *hostInfo, body []byte, reason 
 		return nil, &ForwardFailedError{Reason: reason, Host: hi.key, Err: ErrBodyNotUTF8}
 	}
 	job := t.buildJob(req, body)
+	if int64(ezclient.WireBodySize(job.Body)) > t.cfg.maxBody {
+		// The limit is measured on the wire (the body JSON-escaped twice
+		// in the envelope): a body of quotes can never fit, so it is not
+		// attempted and the caller keeps the original outcome.
+		return nil, &ForwardFailedError{Reason: reason, Host: hi.key, Err: ErrBodyTooLarge}
+	}
 	// The submission is a child span; the job carries its trace context.
 	sctx, span := t.tel.submitBegin(ctx, hi.key, reason, status)
 	t.tel.inject(sctx, job, t.jobMeta)
 	sub, err := t.cfg.submitter.Submit(sctx, job)
-	if err == nil && (sub == nil || sub.JobID == "") {
-		err = errors.New("ezthrottle: submitter returned no job ID")
-	}
+	sub, err = acceptedSubmission(job, sub, err)
 	if err != nil {
 		err = t.tel.redact(req, err) // the engine may echo the request's secrets
 		t.tel.submitEnd(span, nil, err)
@@ -336,11 +366,35 @@ func (t *Transport) submit(req *http.Request, hi *hostInfo, body []byte, reason 
 	}
 	t.tel.submitEnd(span, sub, nil)
 	info := &ForwardInfo{Submission: *sub, Reason: reason, UpstreamStatus: status, Host: hi.key}
-	if info.Submission.IdempotentKey == "" {
-		info.Submission.IdempotentKey = job.IdempotentKey
-	}
 	t.observeForwarded(ctx, info)
 	return info, nil
+}
+
+// acceptedSubmission checks a Submitter's outcome for job: a submission
+// without a job ID, or with a value that is not safe in a header, a log or
+// a span attribute (see ezclient.Submission.Validate; the Submitter may be
+// any code, not only *ezclient.Client), is a failed submission, so that the
+// caller gets its original outcome. The returned copy has the job's own
+// key when the engine echoed none, and StatusQueued when it reported no
+// status.
+func acceptedSubmission(job *ezclient.Job, sub *ezclient.Submission, err error) (*ezclient.Submission, error) {
+	if err != nil {
+		return nil, err
+	}
+	if sub == nil || sub.JobID == "" {
+		return nil, errors.New("ezthrottle: submitter returned no job ID")
+	}
+	cp := *sub
+	if cp.IdempotentKey == "" {
+		cp.IdempotentKey = job.IdempotentKey
+	}
+	if cp.Status == "" {
+		cp.Status = ezclient.StatusQueued
+	}
+	if err := cp.Validate(); err != nil {
+		return nil, err
+	}
+	return &cp, nil
 }
 
 // ForwardError is returned by user code to ask for a job to be forwarded
@@ -359,13 +413,26 @@ type ForwardError struct {
 	Cause error
 }
 
-// Error describes the request to forward and its cause.
+// Error describes the request to forward and its cause. The URL's user
+// info and sensitive query values are redacted, as is what the cause may
+// quote of a credential.
 func (e *ForwardError) Error() string {
-	s := "ezthrottle: forward " + strings.ToUpper(e.Job.Method) + " " + e.Job.URL + " to EZThrottle"
+	s := "ezthrottle: forward " + strings.ToUpper(e.Job.Method) + " " + redact.URL(e.Job.URL) + " to EZThrottle"
 	if e.Cause != nil {
 		s += ": " + e.Cause.Error()
 	}
-	return s
+	return redact.Text(s)
+}
+
+// GoString renders the error for %#v without the job's credentials: the
+// job's header values are not shown, its URL is redacted.
+func (e *ForwardError) GoString() string {
+	cause := ""
+	if e.Cause != nil {
+		cause = redact.Text(e.Cause.Error())
+	}
+	return fmt.Sprintf("&ezthrottle.ForwardError{Job:{Method:%q, URL:%q, %d header(s), %d body byte(s)}, Cause:%q}",
+		e.Job.Method, redact.URL(e.Job.URL), len(e.Job.Headers), len(e.Job.Body), cause)
 }
 
 // Unwrap returns Cause.
@@ -474,9 +541,7 @@ func submitAutoForward(ctx context.Context, s Submitter, job *ezclient.Job) (*ez
 		}
 	}
 	sub, err := s.Submit(sctx, job)
-	if err == nil && (sub == nil || sub.JobID == "") {
-		err = errors.New("ezthrottle: submitter returned no job ID")
-	}
+	sub, err = acceptedSubmission(job, sub, err)
 	if err != nil {
 		// The engine may echo the job's secrets.
 		h := make(http.Header, len(job.Headers))

@@ -10,13 +10,25 @@ import (
 
 // Response headers through which an API steers the pace (protocol §5). The
 // names are given in their canonical form; matching is case-insensitive.
+//
+// Three families carry the same two values. For each value separately
+// (pace, cap in flight) the first family with a valid value wins:
+// X-Aqueduct-*, then X-Aquifer-*, then X-EZTHROTTLE-*; a garbage value in
+// one family does not hide a valid one in the next.
 const (
 	// HeaderAqueductRPS is the requests-per-second pace (read before
-	// HeaderEZThrottleRPS when both are present).
+	// HeaderAquiferRPS and HeaderEZThrottleRPS).
 	HeaderAqueductRPS = "X-Aqueduct-Rps"
 	// HeaderAqueductMaxConcurrent is the cap on requests in flight (read
-	// before HeaderEZThrottleMaxConcurrent when both are present).
+	// before HeaderAquiferMaxConcurrent and HeaderEZThrottleMaxConcurrent).
 	HeaderAqueductMaxConcurrent = "X-Aqueduct-Max-Concurrent"
+	// HeaderAquiferRPS is the pace as self-hosted engines read it (read
+	// after HeaderAqueductRPS, before HeaderEZThrottleRPS).
+	HeaderAquiferRPS = "X-Aquifer-Rps"
+	// HeaderAquiferMaxConcurrent is the cap in flight as self-hosted
+	// engines read it (read after HeaderAqueductMaxConcurrent, before
+	// HeaderEZThrottleMaxConcurrent).
+	HeaderAquiferMaxConcurrent = "X-Aquifer-Max-Concurrent"
 	// HeaderEZThrottleRPS is X-EZTHROTTLE-RPS, e.g. "0.5" for one request
 	// every two seconds.
 	HeaderEZThrottleRPS = "X-Ezthrottle-Rps"
@@ -59,12 +71,14 @@ func (q Quota) Exhausted() bool { return q.Remaining <= 0 && !q.Reset.IsZero() }
 // zero value means "nothing learned". Every field is validated: garbage
 // values (negative, NaN, infinite, absurdly large, unparsable) are left unset.
 type Signals struct {
-	// RPS is the pace from X-Aqueduct-Rps or X-EZTHROTTLE-RPS; valid only
+	// RPS is the pace from X-Aqueduct-Rps, X-Aquifer-Rps or
+	// X-EZTHROTTLE-RPS (the first valid one, in this order); valid only
 	// when HasRPS. It may be 0 (the Transport floors it, see WithMinRate).
 	RPS    float64
 	HasRPS bool
-	// MaxConcurrent is the cap from X-Aqueduct-Max-Concurrent or
-	// X-EZTHROTTLE-MAX-CONCURRENT; valid only when HasMaxConcurrent. It may
+	// MaxConcurrent is the cap from X-Aqueduct-Max-Concurrent,
+	// X-Aquifer-Max-Concurrent or X-EZTHROTTLE-MAX-CONCURRENT (the first
+	// valid one, in this order); valid only when HasMaxConcurrent. It may
 	// be 0 (the Transport floors it to 1).
 	MaxConcurrent    int
 	HasMaxConcurrent bool
@@ -113,6 +127,8 @@ const (
 	hOReset
 	hAqRPS
 	hAqMC
+	hAfRPS
+	hAfMC
 	hEzRPS
 	hEzMC
 	hBudget // an LLM budget header that ParseBudgets reads (llm_headers.go)
@@ -144,6 +160,10 @@ func headerKind(k string) int {
 	case 11:
 		if eq(k, "Retry-After") {
 			return hRetryAfter
+		}
+	case 13:
+		if eq(k, HeaderAquiferRPS) {
+			return hAfRPS
 		}
 	case 14:
 		if eq(k, HeaderAqueductRPS) {
@@ -178,6 +198,13 @@ func headerKind(k string) int {
 		if eq(k, "X-Ratelimit-Remaining") {
 			return hXRemaining
 		}
+	case 24:
+		if eq(k, HeaderAquiferMaxConcurrent) {
+			return hAfMC
+		}
+		if isBudgetHeader(k) {
+			return hBudget
+		}
 	case 25:
 		if eq(k, HeaderAqueductMaxConcurrent) {
 			return hAqMC
@@ -197,7 +224,7 @@ func headerKind(k string) int {
 		if eq(k, "X-Ratelimit-Remaining-Requests") {
 			return hORemaining
 		}
-	case 24, 28:
+	case 28:
 		if isBudgetHeader(k) {
 			return hBudget
 		}
@@ -206,7 +233,7 @@ func headerKind(k string) int {
 }
 
 // ParseSignals reads every rate-limit signal of a response: the pace
-// headers (Aqueduct first, then EZThrottle), Retry-After, the IETF RateLimit
+// headers (Aqueduct first, then Aquifer, then EZThrottle), Retry-After, the IETF RateLimit
 // and RateLimit-Policy fields (structured and flat drafts), X-RateLimit-*,
 // and OpenAI's x-ratelimit-*-requests. status is the response status: a
 // Retry-After pauses the host only on a 429 or a 503. now is the reference
@@ -258,16 +285,18 @@ func signalsFrom(v *signalHeaders, status int, now time.Time) Signals {
 		}
 		return ""
 	}
-	// Pace: Aqueduct wins over EZThrottle when both are valid.
-	if r, ok := ParseRate(first(hAqRPS)); ok {
-		s.RPS, s.HasRPS = r, true
-	} else if r, ok := ParseRate(first(hEzRPS)); ok {
-		s.RPS, s.HasRPS = r, true
+	// Pace: the first valid value of Aqueduct, Aquifer, EZThrottle.
+	for _, kind := range [...]int{hAqRPS, hAfRPS, hEzRPS} {
+		if r, ok := ParseRate(first(kind)); ok {
+			s.RPS, s.HasRPS = r, true
+			break
+		}
 	}
-	if c, ok := ParseConcurrency(first(hAqMC)); ok {
-		s.MaxConcurrent, s.HasMaxConcurrent = c, true
-	} else if c, ok := ParseConcurrency(first(hEzMC)); ok {
-		s.MaxConcurrent, s.HasMaxConcurrent = c, true
+	for _, kind := range [...]int{hAqMC, hAfMC, hEzMC} {
+		if c, ok := ParseConcurrency(first(kind)); ok {
+			s.MaxConcurrent, s.HasMaxConcurrent = c, true
+			break
+		}
 	}
 	if d, ok := ParseRetryAfter(first(hRetryAfter), now); ok {
 		s.RetryAfter, s.HasRetryAfter = d, true
@@ -323,7 +352,8 @@ func moreRestrictive(a, b Quota) bool {
 	return a.Remaining < b.Remaining
 }
 
-// ParseRate parses a pace header value (X-Aqueduct-Rps, X-EZTHROTTLE-RPS):
+// ParseRate parses a pace header value (X-Aqueduct-Rps, X-Aquifer-Rps,
+// X-EZTHROTTLE-RPS):
 // a decimal number of requests per second such as "5" or "0.5". Zero is
 // accepted (the caller must floor it); negative, NaN, infinite values and
 // values above MaxSignalRPS are rejected.

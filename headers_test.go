@@ -3,6 +3,7 @@ package ezthrottle_test
 import (
 	"math"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -207,6 +208,37 @@ func TestParseSignals(t *testing.T) {
 		assert.Equal(t, 5.0, s.RPS)
 		assert.Equal(t, 10, s.MaxConcurrent)
 	})
+	t.Run("pace: the three families, first valid wins per value", func(t *testing.T) {
+		tests := []struct {
+			name    string
+			h       http.Header
+			rps     float64
+			hasRPS  bool
+			conc    int
+			hasConc bool
+		}{
+			{"Aquifer alone", hdr("X-Aquifer-Rps", "0.25", "X-Aquifer-Max-Concurrent", "4"), 0.25, true, 4, true},
+			{"Aquifer, lower case", http.Header{"x-aquifer-rps": {"3"}, "x-aquifer-max-concurrent": {"0"}}, 3, true, 0, true},
+			{"Aquifer, upper case", http.Header{"X-AQUIFER-RPS": {"3"}, "X-AQUIFER-MAX-CONCURRENT": {"7"}}, 3, true, 7, true},
+			{"Aquifer before EZThrottle", hdr("X-EZTHROTTLE-RPS", "5", "X-Aquifer-Rps", "1",
+				"X-EZTHROTTLE-MAX-CONCURRENT", "9", "X-Aquifer-Max-Concurrent", "2"), 1, true, 2, true},
+			{"Aqueduct before Aquifer", hdr("X-Aquifer-Rps", "1", "X-Aqueduct-Rps", "0.5",
+				"X-Aquifer-Max-Concurrent", "2", "X-Aqueduct-Max-Concurrent", "3"), 0.5, true, 3, true},
+			{"garbage Aqueduct falls through to Aquifer", hdr("X-Aqueduct-Rps", "NaN", "X-Aquifer-Rps", "2", "X-EZTHROTTLE-RPS", "5",
+				"X-Aqueduct-Max-Concurrent", "-1", "X-Aquifer-Max-Concurrent", "6", "X-EZTHROTTLE-MAX-CONCURRENT", "8"), 2, true, 6, true},
+			{"garbage Aquifer falls through to EZThrottle", hdr("X-Aquifer-Rps", "fast", "X-EZTHROTTLE-RPS", "5",
+				"X-Aquifer-Max-Concurrent", "2.5", "X-EZTHROTTLE-MAX-CONCURRENT", "8"), 5, true, 8, true},
+			{"families mixed per value", hdr("X-Aquifer-Rps", "4", "X-EZTHROTTLE-MAX-CONCURRENT", "8"), 4, true, 8, true},
+			{"garbage everywhere", hdr("X-Aquifer-Rps", "Inf", "X-Aquifer-Max-Concurrent", "1e300"), 0, false, 0, false},
+		}
+		for _, tt := range tests {
+			s := ezthrottle.ParseSignals(tt.h, 200, now0)
+			assert.Equal(t, tt.hasRPS, s.HasRPS, tt.name)
+			assert.Equal(t, tt.rps, s.RPS, tt.name)
+			assert.Equal(t, tt.hasConc, s.HasMaxConcurrent, tt.name)
+			assert.Equal(t, tt.conc, s.MaxConcurrent, tt.name)
+		}
+	})
 	t.Run("non-canonical names", func(t *testing.T) {
 		h := http.Header{"x-ezthrottle-rps": {"7"}, "retry-after": {"3"}}
 		s := ezthrottle.ParseSignals(h, 429, now0)
@@ -370,8 +402,48 @@ func FuzzParseSignals(f *testing.F) {
 	f.Add("X-Aqueduct-Rps", "0.5", "Retry-After", "10", "RateLimit", `"d";r=0;t=5`, 429)
 	f.Add("X-EZTHROTTLE-MAX-CONCURRENT", "0", "X-RateLimit-Remaining", "0", "X-RateLimit-Reset", "1764244860", 200)
 	f.Add("x-ratelimit-remaining-requests", "0", "x-ratelimit-reset-requests", "6m0s", "RateLimit-Policy", "10;w=1", 503)
+	f.Add("X-Aquifer-Rps", "0.5", "X-Aquifer-Max-Concurrent", "3", "X-EZTHROTTLE-RPS", "9", 200)
+	f.Add("x-aquifer-rps", "NaN", "X-Aqueduct-Max-Concurrent", "-1", "X-AQUIFER-MAX-CONCURRENT", "1e300", 429)
 	f.Fuzz(func(t *testing.T, k1, v1, k2, v2, k3, v3 string, status int) {
 		h := http.Header{k1: {v1}, k2: {v2}, k3: {v3}}
-		checkSignals(t, ezthrottle.ParseSignals(h, status, now0))
+		s := ezthrottle.ParseSignals(h, status, now0)
+		checkSignals(t, s)
+		// Precedence: the pace comes from the first family, in the
+		// documented order, whose value is valid.
+		wantRPS, wantRPSOK, amb := firstValid(h, ezthrottle.ParseRate,
+			ezthrottle.HeaderAqueductRPS, ezthrottle.HeaderAquiferRPS, ezthrottle.HeaderEZThrottleRPS)
+		if !amb && (s.HasRPS != wantRPSOK || (wantRPSOK && s.RPS != wantRPS)) {
+			t.Fatalf("RPS %v/%v, want %v/%v for %v", s.RPS, s.HasRPS, wantRPS, wantRPSOK, h)
+		}
+		wantMC, wantMCOK, amb := firstValid(h, ezthrottle.ParseConcurrency,
+			ezthrottle.HeaderAqueductMaxConcurrent, ezthrottle.HeaderAquiferMaxConcurrent, ezthrottle.HeaderEZThrottleMaxConcurrent)
+		if !amb && (s.HasMaxConcurrent != wantMCOK || (wantMCOK && s.MaxConcurrent != wantMC)) {
+			t.Fatalf("max concurrent %v/%v, want %v/%v for %v", s.MaxConcurrent, s.HasMaxConcurrent, wantMC, wantMCOK, h)
+		}
 	})
+}
+
+// firstValid is the reference model of the pace precedence: the first of
+// the named headers (matched case-insensitively, first value, as the
+// Transport reads them) whose value parses. A header named twice in
+// different cases has no defined order: ambiguous is then true.
+func firstValid[T any](h http.Header, parse func(string) (T, bool), names ...string) (v T, ok, ambiguous bool) {
+	for _, name := range names {
+		n := 0
+		var vs []string
+		for k, kvs := range h {
+			if strings.EqualFold(k, name) && len(kvs) > 0 {
+				n, vs = n+1, kvs
+			}
+		}
+		if n > 1 {
+			return v, false, true
+		}
+		if n == 1 {
+			if x, ok := parse(vs[0]); ok {
+				return x, true, false
+			}
+		}
+	}
+	return v, false, false
 }

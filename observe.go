@@ -3,6 +3,7 @@ package ezthrottle
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 )
@@ -30,8 +31,9 @@ type observer interface {
 
 // acquire runs the limiter for one request (the throttle-wait observation
 // point); the wait is measured and observed only when observed is true
-// (the request carries telemetry state).
-func (t *Transport) acquire(ctx context.Context, hi *hostInfo, adm *Admission, observed bool) (Permit, error) {
+// (the request carries telemetry state), and measured and recorded when
+// the live view is on (lv not nil).
+func (t *Transport) acquire(ctx context.Context, hi *hostInfo, adm *Admission, observed bool, lv *liveState) (Permit, error) {
 	var (
 		start time.Time
 		end   func(time.Duration, error)
@@ -50,16 +52,31 @@ func (t *Transport) acquire(ctx context.Context, hi *hostInfo, adm *Admission, o
 	var (
 		p   Permit
 		err error
+		t0  int64
 	)
+	if lv != nil {
+		t0 = lv.nanos()
+	}
 	if t.mem != nil {
 		p, err = t.mem.acquire(lctx, adm, &hi.state)
 	} else {
 		p, err = t.limiter.Acquire(lctx, *adm)
+		switch {
+		case err == nil && p == nil: // a broken Limiter: fail, do not panic later
+			err = fmt.Errorf("%w (%T)", ErrNilPermit, t.limiter)
+		case err != nil && p != nil: // a slot granted with an error is not used: free it
+			p.Release()
+			p = nil
+		}
 	}
 	if timed {
 		e := end
 		end = nil
 		e(t.clock.Now().Sub(start), err)
+	}
+	if lv != nil {
+		t1 := lv.nanos()
+		lv.acquired(hi, t1-t0, t1, err)
 	}
 	return p, err
 }
@@ -86,6 +103,9 @@ func (t *Transport) observeForwarded(ctx context.Context, info *ForwardInfo) {
 	if t.obs != nil {
 		t.obs.forwarded(ctx, info)
 	}
+	if lv := t.live.Load(); lv != nil {
+		lv.forwarded(info)
+	}
 }
 
 // observeForwardFailed is the observation point of a failed forward; the
@@ -96,5 +116,8 @@ func (t *Transport) observeForwardFailed(ctx context.Context, err error) {
 		slog.String("error", err.Error()))
 	if t.obs != nil {
 		t.obs.forwardFailed(ctx, err)
+	}
+	if lv := t.live.Load(); lv != nil {
+		lv.forwardFailed(err)
 	}
 }

@@ -3,7 +3,6 @@ package ezthrottle
 import (
 	"context"
 	"errors"
-	"github.com/ezthrottle/ezthrottle-go/internal/oteldefault"
 	"net/http"
 	"net/url"
 	"slices"
@@ -20,6 +19,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
+	"github.com/ezthrottle/ezthrottle-go/internal/oteldefault"
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // InstrumentationName is the name of the OpenTelemetry tracer and meter of
@@ -360,7 +361,7 @@ func (tm *telemetry) throttleStart(ctx context.Context, host string, start time.
 		span.SetAttributes(AttrThrottleWait.Float64(secs), AttrThrottleAdmitted.Bool(err == nil))
 		if err != nil {
 			span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
-			span.SetStatus(codes.Error, err.Error()) // host key and durations only
+			span.SetStatus(codes.Error, redact.Text(err.Error())) // host key and durations only
 		}
 		span.End(trace.WithTimestamp(start.Add(wait)))
 		st.span.SetAttributes(AttrHost.String(host), AttrThrottleWait.Float64(secs))
@@ -410,7 +411,7 @@ func (tm *telemetry) submitEnd(span trace.Span, sub *ezclient.Submission, err er
 	}
 	if err != nil {
 		span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
-		span.SetStatus(codes.Error, err.Error())
+		span.SetStatus(codes.Error, redact.Text(err.Error()))
 	} else if sub != nil {
 		span.SetAttributes(AttrJobID.String(sub.JobID))
 		if sub.IdempotentKey != "" {
@@ -491,7 +492,7 @@ func (tm *telemetry) forwardFailed(ctx context.Context, err error) {
 	}
 	st.span.SetAttributes(AttrForwarded.Bool(false), AttrForwardReason.String(string(reason)))
 	st.span.AddEvent("ezthrottle.forward_failed", trace.WithAttributes(
-		semconv.ErrorTypeKey.String(errorType(err)), semconv.ExceptionMessage(err.Error())))
+		semconv.ErrorTypeKey.String(errorType(err)), semconv.ExceptionMessage(redact.Text(err.Error()))))
 }
 
 // finish counts the request's outcome and ends the Transport's own span.
@@ -535,20 +536,14 @@ func (tm *telemetry) finish(req *http.Request, st *reqState, resp *http.Response
 }
 
 // redact returns err, wrapped so that its message carries none of req's
-// sensitive values when it would.
+// sensitive values, and nothing redact.Text finds, when it would.
 func (tm *telemetry) redact(req *http.Request, err error) error {
 	if err == nil {
 		return nil
 	}
 	secrets := tm.secretsOf(req)
-	if len(secrets) == 0 {
-		return err
-	}
-	msg := err.Error()
-	for _, s := range secrets {
-		if strings.Contains(msg, s) {
-			return &redactedError{err: err, secrets: secrets}
-		}
+	if msg := err.Error(); scrub(msg, secrets) != msg {
+		return &redactedError{err: err, secrets: secrets}
 	}
 	return err
 }
@@ -563,6 +558,11 @@ type redactedError struct {
 func (e *redactedError) Error() string { return scrub(e.err.Error(), e.secrets) }
 
 func (e *redactedError) Unwrap() error { return e.err }
+
+// GoString renders the error for %#v, redacted like Error.
+func (e *redactedError) GoString() string {
+	return "&ezthrottle.redactedError{" + strconv.Quote(e.Error()) + "}"
+}
 
 // secretsOf returns the sensitive values of a request: its sensitive
 // headers (also the credentials after an auth scheme, as in "Bearer
@@ -599,35 +599,27 @@ func (tm *telemetry) secretsOf(req *http.Request) []string {
 	return out
 }
 
-// minSecretLen is the shortest value scrubbed (shorter ones would match
-// ordinary text).
-const minSecretLen = 6
-
+// appendSecret adds v (values shorter than redact.MinSecretLen are not
+// scrubbed: they would match ordinary text) in each of its encodings.
 func appendSecret(out []string, v string) []string {
-	v = strings.TrimSpace(v)
-	if len(v) >= minSecretLen && !slices.Contains(out, v) {
-		out = append(out, v)
-	}
-	if i := strings.LastIndexByte(v, ' '); i >= 0 {
-		if cred := strings.TrimSpace(v[i+1:]); len(cred) >= minSecretLen && !slices.Contains(out, cred) {
-			out = append(out, cred)
+	for _, f := range redact.NewSecrets("", v).Values() {
+		if !slices.Contains(out, f) {
+			out = append(out, f)
 		}
-	}
-	// Query values also travel URL-encoded.
-	if e := url.QueryEscape(v); e != v && len(v) >= minSecretLen && !slices.Contains(out, e) {
-		out = append(out, e)
 	}
 	return out
 }
 
-// scrub replaces every secret in s.
+// scrub replaces every secret in s (in each of its encodings), then what
+// redact.Text finds by pattern: URL user info, sensitive query values,
+// credential headers and bearer tokens.
 func scrub(s string, secrets []string) string {
 	for _, x := range secrets {
 		if x != "" {
 			s = strings.ReplaceAll(s, x, redacted)
 		}
 	}
-	return s
+	return redact.Text(s)
 }
 
 // redactURL renders u for url.full as the semantic conventions ask: user

@@ -3,6 +3,7 @@ package ezthrottle
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"time"
@@ -85,10 +86,11 @@ func (t *Transport) roundTrip(req *http.Request, observed bool) (*http.Response,
 			}
 		}
 	}
-	if t.mem != nil && !observed {
+	lv := t.live.Load()
+	if t.mem != nil && !observed && lv == nil {
 		permit, err = t.mem.acquire(ctx, &adm, &hi.state) // the common case, without a call level
 	} else {
-		permit, err = t.acquire(ctx, hi, &adm, observed)
+		permit, err = t.acquire(ctx, hi, &adm, observed, lv)
 	}
 	if err != nil {
 		bu.settle()
@@ -104,6 +106,12 @@ func (t *Transport) roundTrip(req *http.Request, observed bool) (*http.Response,
 		defer capture.done()
 	}
 	resp, err := t.base.RoundTrip(out)
+	if resp == nil && err == nil {
+		// A broken base: fail as http.Client does, without panicking. It
+		// may not have closed the body either.
+		closeRequestBody(req)
+		err = fmt.Errorf("%w (%T)", ErrNilResponse, t.base)
+	}
 	if err != nil {
 		bu.settle()
 		g.release()
@@ -116,6 +124,9 @@ func (t *Transport) roundTrip(req *http.Request, observed bool) (*http.Response,
 	g.resp = resp
 	if resp.Body == nil {
 		resp.Body = http.NoBody
+	}
+	if resp.Header == nil {
+		resp.Header = http.Header{}
 	}
 	if t.learn(ctx, hi.key, resp) || bu != nil {
 		t.learnBudgets(ctx, hi, bu, resp.Header, t.clock.Now())
@@ -147,6 +158,15 @@ func (t *Transport) roundTrip(req *http.Request, observed bool) (*http.Response,
 	resp.Body = wrapBody(resp.Body, permit)
 	return resp, nil
 }
+
+// ErrNilResponse is returned (wrapped, naming the RoundTripper's type) when
+// the base RoundTripper returns neither a response nor an error, as
+// http.Client does. The request body is closed and the slot freed.
+var ErrNilResponse = errors.New("ezthrottle: base RoundTripper returned a nil *http.Response with a nil error")
+
+// ErrNilPermit is returned (wrapped, naming the Limiter's type) when a
+// Limiter's Acquire returns neither a Permit nor an error.
+var ErrNilPermit = errors.New("ezthrottle: Limiter returned a nil Permit with a nil error")
 
 // maxBufferedAnswer bounds the upstream answer read into memory before a
 // forward (see bufferBody).
@@ -353,6 +373,9 @@ func (t *Transport) learn(ctx context.Context, key string, resp *http.Response) 
 		}
 	}
 	t.observeLearned(ctx, key, s)
+	if lv := t.live.Load(); lv != nil {
+		lv.learned(key, &v, s, resp.StatusCode)
+	}
 	t.limiter.Learn(ctx, key, s)
 	return budgets
 }

@@ -6,8 +6,9 @@
 //   - every destination host is throttled: a token bucket plus a cap on
 //     requests in flight (EZThrottle's pace by default, 2 requests per
 //     second and 2 in flight), adapting live to the rate-limit headers the
-//     API sends back (X-EZTHROTTLE-RPS, Retry-After, RateLimit,
-//     X-RateLimit-*, OpenAI's x-ratelimit-*);
+//     API sends back (X-EZTHROTTLE-RPS and its X-Aqueduct-* and X-Aquifer-*
+//     siblings, Retry-After, RateLimit, X-RateLimit-*, OpenAI's
+//     x-ratelimit-*);
 //   - when forwarding is configured (WithForwarding / WithClient), a 429, a
 //     5xx, a network failure or a throttle wait that cannot finish in time no
 //     longer loses the call: it becomes a durable EZThrottle job and the
@@ -75,6 +76,7 @@ import (
 	"time"
 
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // Defaults of the Transport's options.
@@ -88,9 +90,11 @@ const (
 	// DefaultMinRate floors a pace learned from a header (a "0" pace would
 	// otherwise stall the host forever): one request per minute.
 	DefaultMinRate = 1.0 / 60
-	// DefaultMaxForwardBody is the largest request body that is forwarded.
-	// (The Cloud proxy rejects envelopes over 1 MB, and the body travels
-	// JSON-escaped twice.)
+	// DefaultMaxForwardBody is the largest request body that is forwarded,
+	// measured as it travels to the engine: ezclient.WireBodySize, the body
+	// JSON-escaped twice inside the Cloud envelope (plain text counts
+	// once, a quote or backslash four times). It leaves room for the rest
+	// of the job within the proxy's 1 MiB envelope limit.
 	DefaultMaxForwardBody = 256 << 10
 )
 
@@ -374,8 +378,11 @@ func WithForwardUnsafeWrites() Option {
 }
 
 // WithMaxForwardBody sets the largest request body that can be forwarded
-// (default DefaultMaxForwardBody). A body without GetBody is captured while
-// it is sent, up to this size.
+// (default DefaultMaxForwardBody), measured as it travels to the engine
+// (ezclient.WireBodySize: JSON-escaped twice inside the Cloud envelope). A
+// larger body is not forwarded (ErrBodyTooLarge) and the caller gets the
+// original response or error. A body without GetBody is captured while it
+// is sent, up to this many bytes.
 func WithMaxForwardBody(n int64) Option {
 	return func(c *config) {
 		if n < 0 {
@@ -451,7 +458,8 @@ type Transport struct {
 	clock   Clock
 	log     *slog.Logger
 	seed    maphash.Seed
-	hot     atomic.Pointer[hostInfo] // the host resolved last (see hostFor)
+	hot     atomic.Pointer[hostInfo]  // the host resolved last (see hostFor)
+	live    atomic.Pointer[liveState] // the live view's recorder; nil: off (live.go)
 	keys    [keyShards]keyShard
 	llm     llmBudgets // LLM token budgets (llm_budget.go)
 }
@@ -479,6 +487,7 @@ type hostInfo struct {
 	key    string
 	limit  Limit
 	state  atomic.Pointer[hostState]
+	live   atomic.Pointer[liveHost] // the live view's record of the host (live.go)
 }
 
 // find returns the entry of the chain for scheme.
@@ -516,9 +525,8 @@ func newConfig(opts []Option) (config, error) {
 	if c.clock == nil {
 		c.clock = SystemClock()
 	}
-	if c.logger == nil {
-		c.logger = slog.New(slog.DiscardHandler)
-	}
+	// Every line goes through the redacting handler (see internal/redact).
+	c.logger = redact.Logger(c.logger, nil)
 	return c, nil
 }
 

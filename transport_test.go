@@ -324,6 +324,14 @@ func TestPaceHeadersApplyToNextRequest(t *testing.T) {
 	s, _ = ml.Stats("https://a.example:443")
 	assert.Equal(t, 100.0, s.Rate, "capped")
 	assert.Equal(t, 50, s.MaxInFlight, "capped")
+
+	// The self-hosted engines' family paces the host too.
+	hdrs.Store([]string{"X-Aquifer-Rps", "0.25", "X-Aquifer-Max-Concurrent", "3"})
+	clk.Advance(time.Minute)
+	get()
+	s, _ = ml.Stats("https://a.example:443")
+	assert.Equal(t, 0.25, s.Rate, "X-Aquifer-Rps")
+	assert.Equal(t, 3, s.MaxInFlight, "X-Aquifer-Max-Concurrent")
 }
 
 func deadlineCtx(t *testing.T, d time.Time) context.Context {

@@ -262,6 +262,7 @@ func TestSelfHostedDialect(t *testing.T) {
 	require.NotEmpty(t, types)
 	assert.Equal(t, ezclient.EventCompleted, last.Type, "%v", types)
 	assert.Equal(t, 200, last.ResponseStatus)
+	assert.True(t, last.Succeeded)
 	assert.False(t, last.FromStatus)
 
 	// Connecting after the job finished: the engine sends no terminal event,

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // reply is an engine reply, after unwrapping the Cloud proxy envelope.
@@ -209,6 +211,8 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte, red
 			// The wait cannot finish before the deadline: do not start it.
 			return reply{}, err
 		}
+		// err was scrubbed above; the logger scrubs again (the client's
+		// handler wraps every logger it is given).
 		c.logger.LogAttrs(ctx, slog.LevelWarn, "ezthrottle: engine call failed, retrying",
 			slog.String("method", method), slog.String("path", path),
 			slog.Int("attempt", attempt), slog.Duration("backoff", wait), slog.String("error", err.Error()))
@@ -234,8 +238,16 @@ func (c *Client) retryable(ctx context.Context, err error) bool {
 // networkError marks a failure to reach the proxy or engine at all.
 type networkError struct{ err error }
 
-// Error says the engine (or proxy) could not be reached, and why.
-func (e *networkError) Error() string { return "ezthrottle: engine unreachable: " + e.err.Error() }
+// Error says the engine (or proxy) could not be reached, and why (the
+// engine URL's credentials redacted).
+func (e *networkError) Error() string {
+	return redact.Text("ezthrottle: engine unreachable: " + e.err.Error())
+}
+
+// GoString renders the error for %#v, redacted like Error.
+func (e *networkError) GoString() string {
+	return "&ezclient.networkError{" + strconv.Quote(e.Error()) + "}"
+}
 
 // Unwrap returns the transport's error (e.g. a *url.Error wrapping a
 // *net.OpError), so errors.Is/As can inspect the cause.
@@ -289,12 +301,12 @@ func (c *Client) newRequest(ctx context.Context, method, url string, body []byte
 // *networkError. The API key is scrubbed from the message.
 func (c *Client) transportError(req *http.Request, err error) error {
 	if ctxErr := req.Context().Err(); ctxErr != nil {
-		return fmt.Errorf("ezthrottle: %s %s: %w", req.Method, req.URL.Redacted(), ctxErr)
+		return fmt.Errorf("ezthrottle: %s %s: %w", req.Method, redact.URLOf(req.URL), ctxErr)
 	}
-	if msg := err.Error(); c.scrub(msg) != msg {
-		// Never the case in practice (the key is only in a header), but
-		// the original error is kept only when it cannot leak the key.
-		return &networkError{err: errors.New(c.scrub(msg))}
+	if msg := err.Error(); redact.Text(c.scrub(msg)) != msg {
+		// A *url.Error quotes the URL (user name included); the original
+		// stays reachable for errors.Is/As, its message scrubbed.
+		return &networkError{err: &scrubbedError{msg: redact.Text(c.scrub(msg)), err: err}}
 	}
 	return &networkError{err: err}
 }
@@ -327,11 +339,14 @@ func (c *Client) callCloud(ctx context.Context, method, path string, body []byte
 	if err != nil {
 		return reply{}, err
 	}
+	if len(eb) > c.maxReq {
+		return reply{}, &TooLargeError{Size: len(eb), Limit: c.maxReq}
+	}
 	req, err := c.newRequest(ctx, http.MethodPost, c.proxyURL+"/api/v1/proxy", eb)
 	if err != nil {
 		return reply{}, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.apiKey)
+	req.Header.Set("Authorization", "Bearer "+c.apiKey.Reveal())
 	resp, rb, err := c.do(req)
 	if err != nil {
 		return reply{}, err
@@ -390,6 +405,9 @@ func decodeForwardedBody(raw json.RawMessage) ([]byte, error) {
 }
 
 func (c *Client) callDirect(ctx context.Context, method, path string, body []byte, redact []string) (reply, error) {
+	if len(body) > c.maxReq {
+		return reply{}, &TooLargeError{Size: len(body), Limit: c.maxReq}
+	}
 	req, err := c.newRequest(ctx, method, c.engineURL+path, body)
 	if err != nil {
 		return reply{}, err
@@ -430,55 +448,80 @@ func (c *Client) statusError(status int, h http.Header, body []byte, ef errorFie
 	return &EngineError{StatusCode: status, Message: msg, Body: c.scrubBytes(truncate(body)), Proxy: proxy}
 }
 
-// redactError replaces every occurrence of the redact strings (those of at
-// least 4 bytes) in the typed errors of err's tree, in place: these errors
-// were made by this package for this call and are not shared.
-func redactError(err error, redact []string) {
-	if err == nil || len(redact) == 0 {
+// redactError scrubs the typed errors of err's tree in place (these errors
+// were made by this package for this call and are not shared): every
+// occurrence of the redact strings (those of at least 4 bytes, in each of
+// their encoded forms) becomes "****", then what redact.Text finds by
+// pattern (URL user info, sensitive query values, credential headers,
+// bearer tokens) becomes REDACTED.
+func redactError(err error, secrets []string) {
+	if err == nil {
 		return
 	}
-	s := func(v string) string {
-		for _, r := range redact {
-			if len(r) >= 4 {
-				v = strings.ReplaceAll(v, r, "****")
-			}
+	set := redact.NewSecrets("****")
+	for _, r := range secrets {
+		if len(r) >= 4 && len(r) < redact.MinSecretLen {
+			set.AddExact(r) // short API keys of tests and dev engines
 		}
-		return v
+		set.Add(r)
 	}
-	var walk func(error)
-	walk = func(e error) {
+	scrubErrorTree(err, set)
+}
+
+// scrubErrorTree applies set.Scrub to the text fields of the package's typed
+// errors in err's tree.
+func scrubErrorTree(err error, set *redact.Secrets) {
+	var walk func(error, int)
+	walk = func(e error, depth int) {
+		if e == nil || depth > 64 {
+			return
+		}
 		switch x := e.(type) {
 		case *EngineError:
-			x.Message = s(x.Message)
-			x.Body = []byte(s(string(x.Body)))
+			x.Message = set.Scrub(x.Message)
+			x.Body = set.ScrubBytes(x.Body)
 		case *AuthError:
-			x.Message = s(x.Message)
+			x.Message = set.Scrub(x.Message)
 		case *RateLimitError:
-			x.Message = s(x.Message)
+			x.Message = set.Scrub(x.Message)
+		case *ValidationError:
+			x.Reason = set.Scrub(x.Reason)
+			x.Field = set.Scrub(x.Field)
 		case *networkError:
-			if msg := x.err.Error(); s(msg) != msg {
-				x.err = errors.New(s(msg))
+			if msg := x.err.Error(); set.Scrub(msg) != msg {
+				x.err = &scrubbedError{msg: set.Scrub(msg), err: x.err}
 				return
 			}
 		}
 		switch u := e.(type) {
 		case interface{ Unwrap() []error }:
 			for _, inner := range u.Unwrap() {
-				walk(inner)
+				walk(inner, depth+1)
 			}
 		case interface{ Unwrap() error }:
-			if inner := u.Unwrap(); inner != nil {
-				walk(inner)
-			}
+			walk(u.Unwrap(), depth+1)
 		}
 	}
-	walk(err)
+	walk(err, 0)
+}
+
+// scrubbedError is an error whose message was scrubbed; errors.Is and
+// errors.As still see the original (e.g. a *url.Error, a *net.OpError).
+type scrubbedError struct {
+	msg string
+	err error
+}
+
+func (e *scrubbedError) Error() string { return e.msg }
+func (e *scrubbedError) Unwrap() error { return e.err }
+func (e *scrubbedError) GoString() string {
+	return "&ezclient.scrubbedError{" + strconv.Quote(e.msg) + "}"
 }
 
 // redact scrubs the API key and the extra strings from err's typed errors
 // (see redactError) and returns err.
 func (c *Client) redact(err error, extra ...string) error {
-	redactError(err, append(extra, c.apiKey))
+	redactError(err, append(extra, c.apiKey.Reveal()))
 	return err
 }
 
@@ -493,10 +536,11 @@ func scrubAll(b []byte, redact []string) []byte {
 }
 
 func (c *Client) scrubBytes(b []byte) []byte {
-	if len(c.apiKey) < 4 || !bytes.Contains(b, []byte(c.apiKey)) {
+	k := c.apiKey.Reveal()
+	if len(k) < 4 || !bytes.Contains(b, []byte(k)) {
 		return b
 	}
-	return bytes.ReplaceAll(b, []byte(c.apiKey), []byte("****"))
+	return bytes.ReplaceAll(b, []byte(k), []byte("****"))
 }
 
 func joinMsg(a, b string) string {

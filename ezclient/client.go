@@ -21,6 +21,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // Version is this library's version, sent in the User-Agent.
@@ -34,6 +36,11 @@ const (
 	// WithEngineURL nor EZTHROTTLE_URL is set.
 	DefaultSelfHostedURL = "http://localhost:8080"
 )
+
+// DefaultMaxRequestBytes is the default of WithMaxRequestBytes: 1 MiB, the
+// Cloud proxy's limit on an envelope (and the usual limit of self-hosted
+// engines on a POST /jobs body).
+const DefaultMaxRequestBytes = 1 << 20
 
 // Environment variables read by New when the matching option is not given.
 const (
@@ -68,7 +75,7 @@ func (d Dialect) String() string {
 // concurrent use.
 type Client struct {
 	dialect   Dialect
-	apiKey    string
+	apiKey    redact.Secret // never printed, even by dumpers that walk fields
 	proxyURL  string
 	engineURL string
 	userID    string
@@ -78,6 +85,7 @@ type Client struct {
 	logger    *slog.Logger
 	userAgent string
 	headers   http.Header // extra headers on every engine call
+	maxReq    int         // largest request body sent (envelope or direct)
 
 	maxAttempts int
 	backoffBase time.Duration
@@ -89,6 +97,7 @@ type Client struct {
 
 type options struct {
 	c                    Client
+	apiKey               string
 	apiKeySet, proxySet  bool
 	engineSet, userIDSet bool
 	getenv               func(string) string
@@ -100,7 +109,7 @@ type Option func(*options)
 
 // WithAPIKey sets the API key. Without it New reads EZTHROTTLE_API_KEY.
 func WithAPIKey(key string) Option {
-	return func(o *options) { o.c.apiKey, o.apiKeySet = key, true }
+	return func(o *options) { o.apiKey, o.apiKeySet = key, true }
 }
 
 // WithProxyURL sets the Cloud proxy's base URL. Without it New reads
@@ -166,7 +175,8 @@ func WithLocalHTTPClient(hc *http.Client) Option {
 }
 
 // WithLogger sets the logger (default: discard). Log lines never contain the
-// API key or secrets.
+// API key or secrets: the client logs through a handler that wraps l's and
+// scrubs every record, at every level (see the README's Security section).
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) {
 		if l != nil {
@@ -219,6 +229,22 @@ func WithRetry(attempts int, base, max time.Duration) Option {
 	}
 }
 
+// WithMaxRequestBytes sets the largest request the client sends, measured
+// on the exact bytes sent: the Cloud proxy envelope (with the job
+// JSON-escaped inside it) or a self-hosted engine's request body. A larger
+// one fails with a *TooLargeError (errors.Is(err, ErrTooLarge)) before
+// anything is sent, instead of a 413 after. Default
+// DefaultMaxRequestBytes; n must be positive.
+func WithMaxRequestBytes(n int) Option {
+	return func(o *options) {
+		if n <= 0 {
+			o.errs = append(o.errs, fmt.Errorf("ezthrottle: WithMaxRequestBytes(%d): need a positive size", n))
+			return
+		}
+		o.c.maxReq = n
+	}
+}
+
 // withGetenv replaces os.Getenv (tests).
 func withGetenv(f func(string) string) Option {
 	return func(o *options) { o.getenv = f }
@@ -254,6 +280,7 @@ func New(opts ...Option) (*Client, error) {
 			sleep:       sleepCtx,
 			jitter:      fullJitter,
 			now:         time.Now,
+			maxReq:      DefaultMaxRequestBytes,
 		},
 		getenv: os.Getenv,
 	}
@@ -264,11 +291,13 @@ func New(opts ...Option) (*Client, error) {
 		return nil, errors.Join(o.errs...)
 	}
 	c := o.c
+	apiKey := o.apiKey
 	if !o.apiKeySet {
-		c.apiKey = o.getenv(EnvAPIKey)
+		apiKey = o.getenv(EnvAPIKey)
 	}
-	c.apiKey = strings.TrimSpace(c.apiKey)
-	if !validHeaderValue(c.apiKey) {
+	apiKey = strings.TrimSpace(apiKey)
+	c.apiKey = redact.NewSecret(apiKey)
+	if !validHeaderValue(apiKey) {
 		// The reason never quotes the key.
 		return nil, &ValidationError{Field: "api_key", Reason: "contains control characters, which an HTTP header cannot carry"}
 	}
@@ -283,7 +312,7 @@ func New(opts ...Option) (*Client, error) {
 	}
 	switch c.dialect {
 	case DialectCloud:
-		if c.apiKey == "" {
+		if apiKey == "" {
 			return nil, ErrMissingAPIKey
 		}
 		if c.proxyURL == "" {
@@ -322,13 +351,19 @@ func New(opts ...Option) (*Client, error) {
 	if c.localHC == nil {
 		c.localHC = http.DefaultClient
 	}
+	keySet := redact.NewSecrets("****")
+	if len(apiKey) >= 4 {
+		keySet.AddExact(apiKey)
+		keySet.Add(apiKey)
+	}
+	c.logger = redact.Logger(c.logger, keySet)
 	return &c, nil
 }
 
 func checkBaseURL(what, raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return &ValidationError{Field: what, Reason: fmt.Sprintf("%q is not an absolute http(s) URL", raw)}
+		return &ValidationError{Field: what, Reason: fmt.Sprintf("%q is not an absolute http(s) URL", redact.URL(raw))}
 	}
 	return nil
 }
@@ -358,8 +393,16 @@ func (c *Client) Logger() *slog.Logger { return c.logger }
 
 // String describes the client without revealing the API key.
 func (c *Client) String() string {
-	return fmt.Sprintf("ezclient.Client{dialect: %s, engine: %s, api key: %s}", c.dialect, c.engineURL, redactKey(c.apiKey))
+	return fmt.Sprintf("ezclient.Client{dialect: %s, engine: %s, api key: %s}", c.dialect, redact.URL(c.engineURL), redactKey(c.apiKey.Reveal()))
 }
+
+// GoString is String: %#v never shows the API key.
+func (c *Client) GoString() string { return c.String() }
+
+// Format makes every verb (%v, %+v, %#v, %s) print String, so that no
+// formatting of a Client, or of a struct holding one by value, reveals the
+// API key.
+func (c Client) Format(f fmt.State, verb rune) { _, _ = io.WriteString(f, c.String()) }
 
 // redactKey never reveals more than the last four characters of a key.
 func redactKey(k string) string {
@@ -375,10 +418,11 @@ func redactKey(k string) string {
 // scrub removes the API key from s (defence in depth: the key is never put
 // into messages on purpose, but a server may echo it back).
 func (c *Client) scrub(s string) string {
-	if c.apiKey == "" || len(c.apiKey) < 4 {
+	k := c.apiKey.Reveal()
+	if len(k) < 4 {
 		return s
 	}
-	return strings.ReplaceAll(s, c.apiKey, "****")
+	return strings.ReplaceAll(s, k, "****")
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

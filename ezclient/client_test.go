@@ -270,7 +270,7 @@ func TestNewConfiguration(t *testing.T) {
 			assert.Equal(t, tt.proxy, c.ProxyURL())
 			assert.Equal(t, tt.engine, c.EngineURL())
 			assert.Equal(t, tt.userID, c.userID)
-			assert.Equal(t, tt.wantAPIKey, c.apiKey)
+			assert.Equal(t, tt.wantAPIKey, c.apiKey.Reveal())
 			assert.NotNil(t, c.Logger())
 			assert.NotNil(t, c.HTTPClient())
 			assert.NotNil(t, c.LocalHTTPClient())
@@ -281,13 +281,17 @@ func TestNewConfiguration(t *testing.T) {
 func TestNewDefaultsAndAccessors(t *testing.T) {
 	hc := &http.Client{Timeout: 5 * time.Second}
 	local := &http.Client{}
-	logger, _ := fxLogs()
+	logger, logs := fxLogs()
 	c, err := New(withGetenv(fxNoEnv), WithAPIKey(fxKey), WithHTTPClient(hc), WithLocalHTTPClient(local),
 		WithLogger(logger), WithUserAgent("myapp/1.2"), WithHeader("X-Test", "1"), WithRetry(2, time.Millisecond, time.Second))
 	require.NoError(t, err)
 	assert.Same(t, hc, c.HTTPClient())
 	assert.Same(t, local, c.LocalHTTPClient())
-	assert.Same(t, logger, c.Logger())
+	// The client logs to the given logger's handler, through the redacting
+	// wrapper.
+	c.Logger().Info("hello", "k", fxKey)
+	assert.Contains(t, logs.String(), `"msg":"hello"`)
+	assert.NotContains(t, logs.String(), fxKey)
 	assert.Equal(t, "myapp/1.2 ezthrottle-go/"+Version, c.userAgent)
 	assert.Equal(t, "1", c.headers.Get("X-Test"))
 	assert.Equal(t, 2, c.maxAttempts)

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // Sentinel errors. Every error returned by this package that belongs to one of
@@ -39,7 +41,36 @@ var (
 	// terminal event, and the status lookup did not report a final state
 	// either, after the client's retry budget (see WithRetry).
 	ErrStreamEnded = errors.New("ezthrottle: job stream ended before a terminal event")
+	// ErrTooLarge: the request the client would send (the Cloud proxy
+	// envelope, or a self-hosted engine's request body) is over the size
+	// limit (*TooLargeError, which also satisfies ErrValidation). Nothing
+	// was sent.
+	ErrTooLarge = errors.New("ezthrottle: request too large")
 )
+
+// TooLargeError reports a request refused before sending because its
+// encoded size, measured on the exact bytes that would be sent, is over the
+// client's limit (WithMaxRequestBytes; the Cloud proxy answers 413 above
+// 1 MiB). The job travels JSON-encoded inside the envelope, so every quote,
+// backslash or control character of a body counts several times (see
+// WireBodySize).
+type TooLargeError struct {
+	// Size is the encoded request's size in bytes.
+	Size int
+	// Limit is the largest size allowed.
+	Limit int
+}
+
+// Error gives the size, the limit and why a body grows on the wire.
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("ezthrottle: request of %d bytes is over the %d-byte limit, not sent (the body travels JSON-escaped, twice on Cloud: quotes, backslashes and control characters count several times)", e.Size, e.Limit)
+}
+
+// Is makes errors.Is(err, ErrTooLarge) and errors.Is(err, ErrValidation)
+// true.
+func (e *TooLargeError) Is(target error) bool {
+	return target == ErrTooLarge || target == ErrValidation
+}
 
 // ValidationError reports an invalid field, or a field the client's dialect
 // cannot carry. It is returned before any network call.
@@ -54,8 +85,16 @@ type ValidationError struct {
 	Unsupported bool
 }
 
-// Error names the field and the reason.
-func (e *ValidationError) Error() string {
+// Error names the field and the reason. Credentials the reason may quote
+// (URL user info, sensitive query values, header values) are redacted.
+func (e *ValidationError) Error() string { return redact.Text(e.message()) }
+
+// GoString renders the error for %#v, redacted like Error.
+func (e *ValidationError) GoString() string {
+	return fmt.Sprintf("&ezclient.ValidationError{Field:%q, Reason:%q, Unsupported:%t}", redact.Text(e.Field), redact.Text(e.Reason), e.Unsupported)
+}
+
+func (e *ValidationError) message() string {
 	if e.Field == "" {
 		return "ezthrottle: invalid input: " + e.Reason
 	}
@@ -83,8 +122,16 @@ type RateLimitError struct {
 	Message string
 }
 
-// Error includes the server's message and the wait, when known.
-func (e *RateLimitError) Error() string {
+// GoString renders the error for %#v, redacted like Error.
+func (e *RateLimitError) GoString() string {
+	return fmt.Sprintf("&ezclient.RateLimitError{StatusCode:%d, RetryAfter:%d, RetryAt:%s, Message:%q}", e.StatusCode, e.RetryAfter, e.RetryAt.Format(time.RFC3339Nano), redact.Text(e.Message))
+}
+
+// Error includes the server's message and the wait, when known. What the
+// message may echo of a credential is redacted.
+func (e *RateLimitError) Error() string { return redact.Text(e.message()) }
+
+func (e *RateLimitError) message() string {
 	var b strings.Builder
 	b.WriteString("ezthrottle: rate limited")
 	if e.Message != "" {
@@ -112,8 +159,16 @@ type AuthError struct {
 	Message string
 }
 
-// Error says unauthorized (401) or denied, with the server's message.
-func (e *AuthError) Error() string {
+// GoString renders the error for %#v, redacted like Error.
+func (e *AuthError) GoString() string {
+	return fmt.Sprintf("&ezclient.AuthError{StatusCode:%d, Message:%q}", e.StatusCode, redact.Text(e.Message))
+}
+
+// Error says unauthorized (401) or denied, with the server's message
+// (what it may echo of a credential redacted).
+func (e *AuthError) Error() string { return redact.Text(e.message()) }
+
+func (e *AuthError) message() string {
 	kind := "denied"
 	if e.StatusCode == http.StatusUnauthorized {
 		kind = "unauthorized"
@@ -146,9 +201,16 @@ type EngineError struct {
 	Proxy bool
 }
 
+// GoString renders the error for %#v, redacted like Error.
+func (e *EngineError) GoString() string {
+	return fmt.Sprintf("&ezclient.EngineError{StatusCode:%d, Message:%q, Body:%q, Proxy:%t}", e.StatusCode, redact.Text(e.Message), redact.Text(string(e.Body)), e.Proxy)
+}
+
 // Error says whether the proxy or the engine failed, with the status and
-// message.
-func (e *EngineError) Error() string {
+// message (what the message may echo of a credential redacted).
+func (e *EngineError) Error() string { return redact.Text(e.message()) }
+
+func (e *EngineError) message() string {
 	who := "engine"
 	if e.Proxy {
 		who = "proxy"

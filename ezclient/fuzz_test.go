@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // Fuzz tests for every decoder of untrusted replies. `go test` runs the seed
@@ -17,7 +19,7 @@ import (
 
 func fxFuzzClient() *Client {
 	now := time.Date(2025, 11, 20, 12, 0, 0, 0, time.UTC)
-	return &Client{apiKey: fxKey, now: func() time.Time { return now }}
+	return &Client{apiKey: redact.NewSecret(fxKey), now: func() time.Time { return now }}
 }
 
 // fxCheckTypedError checks the invariants every reply error must keep.

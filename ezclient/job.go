@@ -14,7 +14,9 @@ import (
 type Region string
 
 // Region codes known at the time of writing. Any other code the engine
-// accepts can be used as Region("xyz").
+// accepts can be used as Region("xyz"). A region code is exactly three
+// lower-case letters (see ValidRegion); a job or webhook naming anything
+// else fails validation before it is sent.
 const (
 	RegionIAD Region = "iad" // Ashburn, Virginia (US East)
 	RegionLAX Region = "lax" // Los Angeles (US West)
@@ -193,9 +195,11 @@ type Job struct {
 	// OnFailureTimeout bounds how long the engine waits before declaring
 	// failure and spawning OnFailure; sent in whole milliseconds.
 	OnFailureTimeout time.Duration
-	// IdempotentKey de-duplicates submissions. Empty on Cloud means the
-	// engine derives a deterministic key (HASH strategy); see HashKey for the
-	// self-hosted dialect.
+	// IdempotentKey de-duplicates submissions. When empty, the value of
+	// the job's own Idempotency-Key header (any case) is sent as the key,
+	// on every dialect and at every depth; without either, Cloud derives a
+	// deterministic key (HASH strategy); see HashKey for the self-hosted
+	// dialect.
 	IdempotentKey string
 	// RetryAt is the earliest time the engine may execute the job.
 	RetryAt time.Time
@@ -234,7 +238,7 @@ func (j *Job) toWire(trigger *Trigger) (wireJob, error) {
 		OnSuccess:          j.OnSuccess,
 		OnFailure:          j.OnFailure,
 		OnFailureTimeoutMS: j.OnFailureTimeout.Milliseconds(),
-		IdempotentKey:      j.IdempotentKey,
+		IdempotentKey:      j.customKey(),
 		RetryPolicy:        j.RetryPolicy,
 		Trigger:            trigger,
 	}
@@ -268,7 +272,50 @@ func (j *Job) toWire(trigger *Trigger) (wireJob, error) {
 	return w, nil
 }
 
+// IdempotencyKeyHeader is the request header whose value a job carries as
+// its custom idempotent key when IdempotentKey is empty (protocol §3, the
+// convention Stripe and others use).
+const IdempotencyKeyHeader = "Idempotency-Key"
+
+// customKey is the idempotent key the caller chose for the job (protocol
+// §3): IdempotentKey, else the value of the job's own Idempotency-Key
+// header (any case, surrounding white space removed), else "" (the HASH
+// strategy). It is applied where a job is encoded, so it holds for every
+// job of a tree (fallbacks, on_success, on_failure) and both dialects.
+func (j *Job) customKey() string {
+	if j.IdempotentKey != "" {
+		return j.IdempotentKey
+	}
+	return headerKey(j.Headers)
+}
+
+// headerKey is the value of the Idempotency-Key header in h (any case,
+// surrounding white space removed), or "".
+func headerKey(h map[string]string) string {
+	if len(h) == 0 {
+		return ""
+	}
+	if v := strings.TrimSpace(h[IdempotencyKeyHeader]); v != "" {
+		return v
+	}
+	// Other spellings of the name: the first in byte order wins, so the
+	// choice does not depend on map iteration order.
+	best, found := "", false
+	for k, v := range h {
+		if v = strings.TrimSpace(v); v != "" && k != IdempotencyKeyHeader &&
+			strings.EqualFold(k, IdempotencyKeyHeader) && (!found || k < best) {
+			best, found = k, true
+		}
+	}
+	if !found {
+		return ""
+	}
+	return strings.TrimSpace(h[best])
+}
+
 // MarshalJSON encodes the job in the engine's format (protocol §1.2).
+// A job without IdempotentKey whose headers carry an Idempotency-Key is
+// sent with that header's value as its idempotent_key, at every depth.
 func (j Job) MarshalJSON() ([]byte, error) {
 	w, err := j.toWire(nil)
 	if err != nil {

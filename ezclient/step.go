@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // StepType says where a step's request runs first (protocol §6).
@@ -156,7 +158,7 @@ func (c *Client) Step() *Step { return NewStep(c) }
 // fail records the first builder error.
 func (s *Step) fail(field, format string, args ...any) *Step {
 	if s.err == nil {
-		s.err = &ValidationError{Field: field, Reason: fmt.Sprintf(format, args...)}
+		s.err = &ValidationError{Field: field, Reason: redact.Text(fmt.Sprintf(format, args...))}
 	}
 	return s
 }
@@ -633,7 +635,7 @@ func (n *node) idempotentKey() string {
 	if n.s.key != "" {
 		return n.s.key
 	}
-	if k := n.s.headers["Idempotency-Key"]; k != "" {
+	if k := headerKey(n.s.headers); k != "" {
 		return k
 	}
 	if n.strategy == IdempotentUnique {

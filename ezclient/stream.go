@@ -43,6 +43,14 @@ type Event struct {
 	Body string
 	// Reason explains a failure (EventFailed).
 	Reason string
+	// Succeeded reports whether the upstream call succeeded: an
+	// EventCompleted with a 2xx ResponseStatus, the same verdict as
+	// webhook.Result.Succeeded. Self-hosted engines report a job
+	// "completed" whatever the upstream answered (a 429 too), so check
+	// Succeeded, not Type. It is false for every other event, including
+	// a FromStatus event, whose response status is unknown (the webhook
+	// delivery carries it).
+	Succeeded bool
 	// ID is the SSE event ID, when the engine sends one.
 	ID string
 	// Data is the event's data exactly as sent (nil for events made from a
@@ -70,10 +78,16 @@ func (e Event) Terminal() bool { return e.Type == EventCompleted || e.Type == Ev
 // connection. Cancelling ctx ends it with ctx's error.
 //
 // A job that had already finished when the client connected gets no
-// terminal event from engines, only keepalives: on the first keepalive that
-// comes before any event, StreamJob looks the job up once (a single
-// attempt) and ends with a terminal Event with FromStatus set if it is
-// final. When the stream ends or breaks without a terminal event,
+// terminal event from engines: they send a catch-up event (such as
+// queued) and keepalives, possibly 30 s apart, and keep the stream open.
+// So on every connection StreamJob looks the job up (a single attempt
+// each) as soon as the stream is open, on the first event (the catch-up,
+// before yielding it), and, if no lookup got an answer yet, on a keepalive
+// that comes before any event; when the job is final it ends with a
+// terminal Event with FromStatus set (after the catch-up event, if that is
+// when it learned it). The engine subscribes the client before it answers,
+// so a job that finishes after the lookup still sends its terminal event
+// on the stream. When the stream ends or breaks without a terminal event,
 // StreamJob looks the job up (GetJob): a
 // final state becomes a terminal Event with FromStatus set; otherwise it
 // reconnects with jittered exponential backoff, giving up with
@@ -150,7 +164,10 @@ func streamEnded(jobID string, status JobStatus, cause error) error {
 
 // WaitJob blocks until the job on a self-hosted engine reaches a final
 // state and returns its terminal event (see StreamJob), or an error. It
-// always returns: when ctx ends, with ctx's error.
+// always returns: when ctx ends, with ctx's error. A job that finished
+// before the call is answered at once, from the status lookup. The
+// event's Succeeded says whether the upstream call succeeded: a
+// "completed" job may have been answered 429.
 func (c *Client) WaitJob(ctx context.Context, jobID string) (Event, error) {
 	for ev, err := range c.StreamJob(ctx, jobID) {
 		if err != nil {
@@ -192,8 +209,29 @@ func (c *Client) streamOnce(ctx context.Context, jobID string, lastID *string, y
 	// A live stream is closed, never drained: draining would wait for the
 	// engine's next event (or forever).
 	defer resp.Body.Close()
+	// final asks, once per occasion, whether the job is already final,
+	// and returns the terminal event to end with (ok false otherwise).
+	var answered bool // a lookup on this connection got an answer
+	final := func(looked *bool) (Event, bool) {
+		if *looked || ctx.Err() != nil {
+			return Event{}, false
+		}
+		*looked = true
+		st, ok := c.peekJobStatus(ctx, jobID)
+		answered = answered || ok
+		if ok && st.Terminal() {
+			return Event{Type: EventType(st), JobID: jobID, FromStatus: true}, true
+		}
+		return Event{}, false
+	}
+	var lookedOpen, lookedCatchUp, lookedKeepalive bool
+	// The stream is open, so the client is subscribed: a job that had
+	// already finished will send nothing more but keepalives.
+	if fin, ok := final(&lookedOpen); ok {
+		yield(fin, nil)
+		return got, true, nil
+	}
 	sr := newSSEReader(resp.Body)
-	looked := false
 	for {
 		se, rerr := sr.next()
 		if rerr != nil {
@@ -210,10 +248,11 @@ func (c *Client) streamOnce(ctx context.Context, jobID string, lastID *string, y
 			// after the job finished: only keepalives. A keepalive before
 			// any event on this (already subscribed) connection is the
 			// moment to ask, once, whether that happened.
-			if !got && !looked {
-				looked = true
-				if st, ok := c.peekJobStatus(ctx, jobID); ok && st.Terminal() {
-					yield(Event{Type: EventType(st), JobID: jobID, FromStatus: true}, nil)
+			// A keepalive before any event: ask again if the lookup on
+			// opening got no answer.
+			if !got && !answered {
+				if fin, ok := final(&lookedKeepalive); ok {
+					yield(fin, nil)
 					return got, true, nil
 				}
 			}
@@ -222,10 +261,24 @@ func (c *Client) streamOnce(ctx context.Context, jobID string, lastID *string, y
 		*lastID = se.id
 		ev := decodeEvent(jobID, se)
 		got = true
-		if !yield(ev, nil) {
+		// The first event of a connection is the engine's catch-up (the
+		// job's state when it subscribed the client): ask again, in case
+		// the job finished before the subscription. The lookup comes
+		// before the event is handed over, so that whatever the consumer
+		// does on seeing it cannot finish the job first and make a
+		// FromStatus event pre-empt the real terminal event.
+		var (
+			fin     Event
+			isFinal bool
+		)
+		if !ev.Terminal() {
+			fin, isFinal = final(&lookedCatchUp)
+		}
+		if !yield(ev, nil) || ev.Terminal() {
 			return got, true, nil
 		}
-		if ev.Terminal() {
+		if isFinal {
+			yield(fin, nil)
 			return got, true, nil
 		}
 	}
@@ -292,6 +345,7 @@ func decodeEvent(jobID string, se sseEvent) Event {
 		}
 	}
 	ev.Reason = firstNonEmpty(looseString(raw.Reason), looseString(raw.Error))
+	ev.Succeeded = ev.Type == EventCompleted && ev.ResponseStatus >= 200 && ev.ResponseStatus <= 299
 	return ev
 }
 

@@ -155,7 +155,7 @@ func TestStreamJobHappyPath(t *testing.T) {
 	assert.JSONEq(t, `{"job_id":"job1","response_status":200,"body":"{\"ok\":true}"}`, string(done.Data))
 	streams, statuses := e.counts()
 	assert.Equal(t, 1, streams)
-	assert.Equal(t, 1, statuses, "one lookup, on the keepalive before the first event (the job could have finished already)")
+	assert.Equal(t, 2, statuses, "two lookups: when the stream opened and after the catch-up event (the job could have finished already)")
 	assert.Empty(t, sl.got())
 	assert.Equal(t, []string{"text/event-stream"}, e.accepts)
 	assert.Equal(t, "/jobs/job1/stream", e.paths[0])
@@ -196,7 +196,7 @@ func TestStreamJobFallsBackToStatus(t *testing.T) {
 		assert.Equal(t, Event{Type: EventCompleted, JobID: "job1", FromStatus: true}, ev)
 		streams, statuses := e.counts()
 		assert.Equal(t, 1, streams)
-		assert.Equal(t, 1, statuses, "one lookup, on the first keepalive")
+		assert.Equal(t, 1, statuses, "one lookup, when the stream opened")
 		assert.Empty(t, sl.got())
 	})
 	t.Run("stream breaks with a 500, status says failed", func(t *testing.T) {
@@ -215,7 +215,8 @@ func TestStreamJobFallsBackToStatus(t *testing.T) {
 			fxSSE("event: queued\ndata: {}\n\nevent: compl")(w, r)
 			panic(http.ErrAbortHandler)
 		})
-		e.statuses = append(e.statuses, fxStatus(StatusCompleted))
+		// In flight when the stream opened and after the catch-up event.
+		e.statuses = append(e.statuses, fxStatus(StatusInFlight), fxStatus(StatusInFlight), fxStatus(StatusCompleted))
 		c, _ := fxEngineClient(t, e)
 		evs, err := fxCollect(c, context.Background(), "job1")
 		require.NoError(t, err)
@@ -249,7 +250,7 @@ func TestStreamJobFallsBackToStatus(t *testing.T) {
 		assert.Contains(t, err.Error(), "queued")
 		streams, statuses := e.counts()
 		assert.Equal(t, 4, streams, "the client's retry budget")
-		assert.Equal(t, 4, statuses)
+		assert.Equal(t, 8, statuses, "per connection: one lookup when it opened, one after it ended")
 		assert.Len(t, sl.got(), 3)
 	})
 	t.Run("unknown job", func(t *testing.T) {
@@ -299,7 +300,7 @@ func TestStreamJobCancellation(t *testing.T) {
 		require.Len(t, evs, 1)
 		assert.ErrorIs(t, gotErr, context.Canceled)
 		_, statuses := e.counts()
-		assert.Zero(t, statuses)
+		assert.Equal(t, 2, statuses, "the lookups when the stream opened and on the catch-up event; none after the cancellation")
 	})
 	t.Run("consumer stops early", func(t *testing.T) {
 		e := fxNewEngine(t)
@@ -461,7 +462,7 @@ func TestDecodeEvent(t *testing.T) {
 		want Event
 	}{
 		{sseEvent{event: "position", data: `{"position":"4"}`}, Event{Type: EventPosition, JobID: "j", Position: 4, Data: []byte(`{"position":"4"}`)}},
-		{sseEvent{event: "", data: `{"type":"completed","status_code":204,"body":{"a":1}}`}, Event{Type: EventCompleted, JobID: "j", ResponseStatus: 204, Body: `{"a":1}`, Data: []byte(`{"type":"completed","status_code":204,"body":{"a":1}}`)}},
+		{sseEvent{event: "", data: `{"type":"completed","status_code":204,"body":{"a":1}}`}, Event{Type: EventCompleted, JobID: "j", ResponseStatus: 204, Body: `{"a":1}`, Succeeded: true, Data: []byte(`{"type":"completed","status_code":204,"body":{"a":1}}`)}},
 		{sseEvent{event: "message", data: `{"status":"failed","error":"boom"}`}, Event{Type: EventFailed, JobID: "j", Reason: "boom", Data: []byte(`{"status":"failed","error":"boom"}`)}},
 		{sseEvent{event: "", data: `completed`}, Event{Type: EventCompleted, JobID: "j", Data: []byte(`completed`)}},
 		{sseEvent{event: "", data: `hello`}, Event{Type: "message", JobID: "j", Data: []byte(`hello`)}},
@@ -480,4 +481,68 @@ func TestStreamEndedError(t *testing.T) {
 	assert.NotContains(t, err.Error(), "%!")
 	cause := errors.New("cause")
 	assert.ErrorIs(t, streamEnded("j", StatusQueued, cause), cause)
+}
+
+// TestStreamJobLateSubscriberRealEngine: a real self-hosted engine answers
+// a subscriber of a finished job with a catch-up event (queued), keeps the
+// stream open and sends keepalives only every 30 s. WaitJob must answer
+// from the status lookup at once, not wait for a keepalive or the deadline
+// (issue 13 item 7). The fake engine never sends a keepalive.
+func TestStreamJobLateSubscriberRealEngine(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		statuses []fxReply
+		lookups  int
+	}{
+		{"final when the stream opens", []fxReply{fxStatus(StatusCompleted)}, 1},
+		{"final only after the catch-up event", []fxReply{fxStatus(StatusInFlight), fxStatus(StatusFailed)}, 2},
+		{"first lookup fails, final after the catch-up event", []fxReply{{status: 503, body: "busy"}, fxStatus(StatusCompleted)}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := fxNewEngine(t)
+			e.streams = append(e.streams, fxSSEThenHang("event: queued\ndata: {\"job_id\":\"job1\"}\n\n"))
+			e.statuses = tc.statuses
+			c, sl := fxEngineClient(t, e)
+			// A safety net so the old behaviour fails instead of hanging;
+			// the answer must come from the lookups, not from the deadline.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			ev, err := c.WaitJob(ctx, "job1")
+			require.NoError(t, err)
+			assert.True(t, ev.Terminal())
+			assert.True(t, ev.FromStatus)
+			assert.False(t, ev.Succeeded, "a status lookup does not tell whether the upstream call succeeded")
+			streams, statuses := e.counts()
+			assert.Equal(t, 1, streams)
+			assert.Equal(t, tc.lookups, statuses)
+			assert.Empty(t, sl.got())
+		})
+	}
+}
+
+// TestEventSucceeded: Succeeded is webhook.Result's verdict, a completed
+// event with a 2xx response status; a job "completed" with a 429 is not a
+// success (issue 13 item 7).
+func TestEventSucceeded(t *testing.T) {
+	for _, tc := range []struct {
+		data string
+		want bool
+	}{
+		{`event: completed` + "\n" + `data: {"job_id":"job1","response_status":200,"body":"ok"}`, true},
+		{`event: completed` + "\n" + `data: {"job_id":"job1","response_status":204}`, true},
+		{`event: completed` + "\n" + `data: {"job_id":"job1","response_status":429,"body":"slow down"}`, false},
+		{`event: completed` + "\n" + `data: {"job_id":"job1","response_status":500}`, false},
+		{`event: completed` + "\n" + `data: {"job_id":"job1","response_status":302}`, false},
+		{`event: completed` + "\n" + `data: {"job_id":"job1"}`, false},
+		{`event: failed` + "\n" + `data: {"job_id":"job1","response_status":200,"reason":"quorum"}`, false},
+	} {
+		e := fxNewEngine(t)
+		e.streams = append(e.streams, fxSSEThenHang(tc.data+"\n\n"))
+		e.statuses = append(e.statuses, fxStatus(StatusInFlight))
+		c, _ := fxEngineClient(t, e)
+		ev, err := c.WaitJob(context.Background(), "job1")
+		require.NoError(t, err)
+		assert.Equal(t, tc.want, ev.Succeeded, tc.data)
+		assert.False(t, ev.FromStatus)
+	}
 }

@@ -6,14 +6,19 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"math"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
+
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // JobStatus is a job's state as reported by the engine.
@@ -49,6 +54,80 @@ type Submission struct {
 	Duplicate bool `json:"duplicate,omitempty"`
 }
 
+// Bounds of the values an engine returns in a submission (see
+// Submission.Validate).
+const (
+	// MaxJobIDLength is the longest job ID accepted from an engine, in
+	// bytes.
+	MaxJobIDLength = 256
+	// MaxIdempotentKeyLength is the longest idempotent key accepted from an
+	// engine, in bytes.
+	MaxIdempotentKeyLength = 1024
+	// MaxJobStatusLength is the longest job status accepted from an engine,
+	// in bytes.
+	MaxJobStatusLength = 64
+)
+
+// Validate checks the values an engine returned, which go on into logs,
+// span attributes and (through the ezthrottle Transport) response headers:
+// JobID must be set, and JobID, IdempotentKey and Status must be printable
+// (valid UTF-8 without control characters)
+// and at most MaxJobIDLength, MaxIdempotentKeyLength and MaxJobStatusLength
+// bytes long. Submit applies it to every reply and fails with an
+// *EngineError when it does not hold; a Submitter of your own can call it.
+// The error satisfies errors.Is(err, ErrEngine).
+func (s *Submission) Validate() error {
+	if field, reason := s.invalidField(); field != "" {
+		return fmt.Errorf("%w: invalid %s in the submission: %s", ErrEngine, field, reason)
+	}
+	return nil
+}
+
+// invalidField names the first invalid field of s and why ("" when valid).
+func (s *Submission) invalidField() (field, reason string) {
+	if s == nil {
+		return "submission", "none"
+	}
+	if s.JobID == "" {
+		return "job_id", "empty"
+	}
+	for _, f := range [...]struct {
+		name, v string
+		max     int
+	}{{"job_id", s.JobID, MaxJobIDLength}, {"idempotent_key", s.IdempotentKey, MaxIdempotentKeyLength}, {"status", string(s.Status), MaxJobStatusLength}} {
+		if len(f.v) > f.max {
+			return f.name, fmt.Sprintf("%d bytes long (at most %d)", len(f.v), f.max)
+		}
+		if !printableValue(f.v) {
+			return f.name, "not printable (control characters or invalid UTF-8)"
+		}
+	}
+	return "", ""
+}
+
+// printableValue reports whether v is valid UTF-8 made of printable
+// characters (unicode.IsPrint: letters, marks, numbers, punctuation,
+// symbols and the ASCII space): a value that can stand in a header, a log
+// line or an attribute as it is.
+func printableValue(v string) bool {
+	for i := 0; i < len(v); {
+		c := v[i]
+		if c < utf8.RuneSelf {
+			if c < ' ' || c == 0x7f {
+				return false
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(v[i:])
+		if r == utf8.RuneError && n <= 1 || !unicode.IsPrint(r) {
+			return false
+		}
+		i += n
+	}
+	return true
+}
+
 // selfHostedJob is the body of POST /jobs on self-hosted engines.
 type selfHostedJob struct {
 	UserID        string            `json:"user_id"`
@@ -70,30 +149,36 @@ type selfHostedJob struct {
 // retried. Submit honours ctx throughout and does not start a backoff wait
 // that cannot finish before ctx's deadline.
 //
-// On the self-hosted dialect a job without IdempotentKey gets
-// HashKey(userID, method, url, body), so retries and repeats de-duplicate
-// as the HASH strategy promises.
+// A job without IdempotentKey whose headers carry an Idempotency-Key is
+// sent with that value as its key (protocol §3), nested jobs included. On
+// the self-hosted dialect a job with neither gets HashKey(userID, method,
+// url, body), so retries and repeats de-duplicate as the HASH strategy
+// promises.
 func (c *Client) Submit(ctx context.Context, job *Job) (*Submission, error) {
-	sub, err := c.submit(ctx, job)
-	if err != nil && job != nil {
-		// An engine reply may echo the job: keep its credentials (header
-		// values, URL user info and query secrets) out of the messages.
-		redactError(err, jobSecrets(job))
+	if job == nil {
+		return nil, invalid("job", "nil job")
+	}
+	// An engine reply may echo the job: keep its credentials (header
+	// values, URL user info and query secrets, in every encoding) out of
+	// the errors returned, the retry loop's log lines and the messages
+	// logged with ctx.
+	secrets := jobSecrets(job)
+	ctx = redact.ContextWithSecrets(ctx, redact.NewSecrets("****", secrets...))
+	sub, err := c.submit(ctx, job, secrets)
+	if err != nil {
+		redactError(err, append(secrets, c.apiKey.Reveal()))
 	}
 	return sub, err
 }
 
-func (c *Client) submit(ctx context.Context, job *Job) (*Submission, error) {
-	if job == nil {
-		return nil, invalid("job", "nil job")
-	}
+func (c *Client) submit(ctx context.Context, job *Job, secrets []string) (*Submission, error) {
 	if err := job.ValidateFor(c.dialect); err != nil {
 		return nil, err
 	}
 	var (
 		path string
 		body []byte
-		key  = job.IdempotentKey
+		key  = job.customKey()
 		err  error
 	)
 	if c.dialect == DialectCloud {
@@ -113,7 +198,7 @@ func (c *Client) submit(ctx context.Context, job *Job) (*Submission, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := c.call(ctx, http.MethodPost, path, body)
+	r, err := c.call(ctx, http.MethodPost, path, body, secrets...)
 	if err != nil {
 		return nil, err
 	}
@@ -161,6 +246,11 @@ func decodeSubmission(status int, body []byte) (*Submission, error) {
 	}
 	if sub.Status == "" {
 		sub.Status = StatusQueued
+	}
+	if field, reason := sub.invalidField(); field != "" {
+		// Never pass on a value that could inject into a header or flood
+		// a log: the submission fails, its caller keeps its own outcome.
+		return nil, &EngineError{StatusCode: status, Message: "submission reply with an invalid " + field + ": " + reason, Body: truncate(body)}
 	}
 	if f, err := strconv.ParseFloat(scalarString(raw.EstimatedProcessingTime), 64); err == nil && f >= 0 && f < math.MaxInt64/2 {
 		sub.EstimatedProcessingTime = int64(f)

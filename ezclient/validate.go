@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // maxJobDepth bounds nesting (fallback chains, on_success, on_failure); it
@@ -39,8 +41,11 @@ func fieldPath(prefix, name string) string {
 	return prefix + "." + name
 }
 
+// invalid returns a *ValidationError. The reason may quote the input: what
+// it quotes of a credential (URL user info, sensitive query values) is
+// redacted in the field itself, not only in Error.
 func invalid(field, format string, args ...any) error {
-	return &ValidationError{Field: field, Reason: fmt.Sprintf(format, args...)}
+	return &ValidationError{Field: field, Reason: redact.Text(fmt.Sprintf(format, args...))}
 }
 
 // ValidateURL checks that raw is an absolute http or https URL with a host.
@@ -112,10 +117,8 @@ func (j *Job) validate(p string, depth int, budget *int) error {
 		if err := ValidateURL(wp+".url", w.URL); err != nil {
 			return err
 		}
-		for _, r := range w.Regions {
-			if strings.TrimSpace(string(r)) == "" {
-				return invalid(wp+".regions", "empty region code")
-			}
+		if err := validateRegions(wp+".regions", w.Regions); err != nil {
+			return err
 		}
 		if w.Votes() {
 			voting++
@@ -127,10 +130,8 @@ func (j *Job) validate(p string, depth int, budget *int) error {
 	if j.WebhookQuorum > 1 && j.WebhookQuorum > voting {
 		return invalid(fieldPath(p, "webhook_quorum"), "quorum %d is larger than the %d webhooks with has_quorum_vote", j.WebhookQuorum, voting)
 	}
-	for _, r := range j.Regions {
-		if strings.TrimSpace(string(r)) == "" {
-			return invalid(fieldPath(p, "regions"), "empty region code")
-		}
+	if err := validateRegions(fieldPath(p, "regions"), j.Regions); err != nil {
+		return err
 	}
 	switch j.RegionPolicy {
 	case "", RegionPolicyFallback, RegionPolicyStrict:
@@ -254,6 +255,30 @@ func (j *Job) ValidateFor(d Dialect) error {
 		return unsupported("webhooks[0].regions", why)
 	case !j.Webhooks[0].Votes():
 		return unsupported("webhooks[0].has_quorum_vote", why)
+	}
+	return nil
+}
+
+// ValidRegion reports whether r has the form of an engine region code:
+// exactly three lower-case ASCII letters, such as "iad" or "lax".
+func ValidRegion(r Region) bool {
+	if len(r) != 3 {
+		return false
+	}
+	for i := 0; i < len(r); i++ {
+		if r[i] < 'a' || r[i] > 'z' {
+			return false
+		}
+	}
+	return true
+}
+
+// validateRegions checks every code of a job's or a webhook's regions.
+func validateRegions(field string, rs []Region) error {
+	for _, r := range rs {
+		if !ValidRegion(r) {
+			return invalid(field, "%q is not a region code (three lower-case letters, such as %q)", string(r), string(RegionIAD))
+		}
 	}
 	return nil
 }

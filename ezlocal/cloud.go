@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // routes builds the engine's handler.
@@ -165,7 +166,7 @@ func decodeEnvelope(raw []byte) (*proxyEnvelope, error) {
 	}
 	u, err := url.Parse(env.TargetURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("target_url %q is not an absolute http(s) URL", env.TargetURL)
+		return nil, fmt.Errorf("target_url %q is not an absolute http(s) URL", redact.URL(env.TargetURL))
 	}
 	if env.Method == "" {
 		return nil, errors.New("missing method")

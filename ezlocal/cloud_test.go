@@ -227,12 +227,13 @@ func TestCloudValidation(t *testing.T) {
 	assert.Contains(t, inner["error"], "invalid job JSON")
 	assert.Empty(t, e.Jobs())
 
-	// Through the real client an engine 400 is an EngineError matching ErrValidation.
-	_, err := cloudClient(t, e).Submit(context.Background(), &ezclient.Job{URL: "http://x.test", Regions: []ezclient.Region{"mars"}})
+	// Through the real client an engine 400 is an EngineError matching
+	// ErrValidation (a well-formed code this engine does not simulate).
+	_, err := cloudClient(t, e).Submit(context.Background(), &ezclient.Job{URL: "http://x.test", Regions: []ezclient.Region{"xyz"}})
 	var ee *ezclient.EngineError
 	require.ErrorAs(t, err, &ee)
 	assert.Equal(t, http.StatusBadRequest, ee.StatusCode)
-	assert.Contains(t, ee.Message, `unknown region "mars"`)
+	assert.Contains(t, ee.Message, `unknown region "xyz"`)
 	assert.True(t, errors.Is(err, ezclient.ErrValidation))
 }
 
@@ -341,4 +342,16 @@ func proxyCallRaw(t *testing.T, e *Engine) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestCloudEnvelopeLimitRefusedBeforeSending: a body of quotes under 1 MiB
+// whose envelope is over the proxy's limit is refused by the client with
+// ErrTooLarge, not sent to get a 413 (issue 13 item 9).
+func TestCloudEnvelopeLimitRefusedBeforeSending(t *testing.T) {
+	e, _ := startEngine(t)
+	_, err := cloudClient(t, e).Submit(context.Background(), &ezclient.Job{URL: "http://x.test", Method: "PUT", Body: strings.Repeat(`"`, 256<<10)})
+	require.ErrorIs(t, err, ezclient.ErrTooLarge)
+	var ee *ezclient.EngineError
+	assert.False(t, errors.As(err, &ee), "refused by the client, not by the proxy's 413")
+	assert.Empty(t, e.Jobs())
 }

@@ -9,7 +9,9 @@
 // really run: the engine calls their destinations with per-host pacing,
 // retries and reroutes them between simulated regions, races or fans them
 // out, follows fallback chains, spawns on_success / on_failure children and
-// delivers the results to every webhook, signed, with retries.
+// delivers the results to every webhook, with retries: signed for Cloud
+// jobs whose customer has a webhook secret, unsigned for self-hosted jobs,
+// as the real self-hosted engines do.
 //
 // Start an engine on a loopback port with Start, or mount Handler in a server
 // of your own (then call Close when done). Point an ezclient.Client at it:
@@ -108,9 +110,13 @@ type Engine struct {
 	wg     sync.WaitGroup
 
 	srv       *http.Server
+	ln        net.Listener
 	url       string
 	serveDone chan struct{}
 	closeOnce sync.Once
+
+	connMu    sync.Mutex
+	freshConn map[net.Conn]struct{} // connections that have not sent a request yet
 
 	mu         sync.Mutex
 	closed     bool
@@ -175,7 +181,9 @@ func Start(opts ...Option) (*Engine, error) {
 		e.Close()
 		return nil, fmt.Errorf("ezlocal: listen: %w", err)
 	}
-	e.srv = &http.Server{Handler: e.handler, ReadHeaderTimeout: 10 * time.Second}
+	e.ln = ln
+	e.freshConn = map[net.Conn]struct{}{}
+	e.srv = &http.Server{Handler: e.handler, ReadHeaderTimeout: 10 * time.Second, ConnState: e.connState}
 	e.url = "http://" + ln.Addr().String()
 	e.serveDone = make(chan struct{})
 	go func() {
@@ -204,6 +212,10 @@ func (e *Engine) CustomerID() string { return e.cfg.keys[0].customer }
 // job and delivery, and waits for all the engine's goroutines to return. Jobs
 // that had not settled end as failed with reason "engine closed". Close is
 // idempotent and always returns nil.
+//
+// Connections that are idle, or that have not sent a complete request yet,
+// are closed at once; Close waits (up to 5 s) only for replies being
+// written.
 func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
 		e.mu.Lock()
@@ -211,15 +223,23 @@ func (e *Engine) Close() error {
 		e.mu.Unlock()
 		e.cancel()
 		if e.srv != nil {
-			// Shutdown (rather than Close) also waits for the connection
-			// goroutines of replies still being written, so that nothing
-			// outlives Close; it is bounded in case a client misbehaves.
+			// Stop accepting first: once Serve has returned, every accepted
+			// connection has been registered by connState, so none can
+			// escape closeFresh. A connection that never sends a request is
+			// not idle to http.Server.Shutdown until it is 5 s old, which
+			// stalled Close; it is closed here instead.
+			_ = e.ln.Close()
+			<-e.serveDone
+			e.closeFresh()
+			// Shutdown (rather than Close) closes the idle connections and
+			// waits for the connection goroutines of replies still being
+			// written, so that nothing outlives Close; it is bounded in case
+			// a client misbehaves.
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			if e.srv.Shutdown(ctx) != nil {
 				_ = e.srv.Close()
 			}
 			cancel()
-			<-e.serveDone
 		}
 		e.wg.Wait()
 		if e.ownHC {
@@ -227,6 +247,27 @@ func (e *Engine) Close() error {
 		}
 	})
 	return nil
+}
+
+// connState tracks the server's connections that have not sent a request.
+func (e *Engine) connState(c net.Conn, st http.ConnState) {
+	e.connMu.Lock()
+	defer e.connMu.Unlock()
+	if st == http.StateNew {
+		e.freshConn[c] = struct{}{}
+	} else {
+		delete(e.freshConn, c)
+	}
+}
+
+// closeFresh closes the connections that have not sent a request.
+func (e *Engine) closeFresh() {
+	e.connMu.Lock()
+	defer e.connMu.Unlock()
+	for c := range e.freshConn {
+		_ = c.Close()
+		delete(e.freshConn, c)
+	}
 }
 
 // track registers a goroutine (or a long-running handler) with Close; it
@@ -415,27 +456,30 @@ func (e *Engine) WaitJob(ctx context.Context, id string) (JobInfo, error) {
 // spawn, has settled.
 func (e *Engine) WaitIdle(ctx context.Context) error {
 	for {
+		// One pass over the jobs per round (not one per job waited for), so
+		// that waiting for n jobs costs O(n); a round catches the children
+		// spawned during the previous one.
 		e.mu.Lock()
-		var pending *job
+		var pending []*job
 		for _, j := range e.order {
 			select {
 			case <-j.settled:
-				continue
 			default:
+				pending = append(pending, j)
 			}
-			pending = j
-			break
 		}
 		e.mu.Unlock()
-		if pending == nil {
+		if len(pending) == 0 {
 			return nil
 		}
-		select {
-		case <-pending.settled:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-e.ctx.Done():
-			return ErrClosed
+		for _, j := range pending {
+			select {
+			case <-j.settled:
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-e.ctx.Done():
+				return ErrClosed
+			}
 		}
 	}
 }

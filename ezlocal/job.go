@@ -1,14 +1,17 @@
 package ezlocal
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // EventType names a step in a job's history.
@@ -110,7 +113,7 @@ func (ev Event) String() string {
 		add("status", ev.StatusCode)
 	}
 	if ev.URL != "" {
-		add("url", ev.URL)
+		add("url", redact.URL(ev.URL)) // user info and secret query values redacted
 	}
 	if ev.JobID != "" {
 		add("job", ev.JobID)
@@ -250,7 +253,7 @@ func (e *Engine) event(j *job, ev Event) {
 
 // observe logs an event already appended to j's history and calls the hook.
 func (e *Engine) observe(j *job, ev Event) {
-	e.cfg.logger.Debug("ezlocal: job event", "job_id", j.id, "event", ev.String())
+	e.cfg.logger.LogAttrs(context.Background(), slog.LevelDebug, "ezlocal: job event", slog.String("job_id", j.id), slog.String("event", ev.String()))
 	if e.cfg.eventHook != nil {
 		e.cfg.eventHook(j.id, ev)
 	}

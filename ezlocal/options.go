@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // Defaults of a new Engine.
@@ -209,11 +210,13 @@ func WithHTTPClient(hc *http.Client) Option {
 	}
 }
 
-// WithLogger sets the logger (default: discard).
+// WithLogger sets the logger (default: discard). Every record is scrubbed
+// of credentials (URL user info, sensitive query values, credential
+// headers, bearer tokens), at every level.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) {
 		if l != nil {
-			c.logger = l
+			c.logger = redact.Logger(l, nil) // every record scrubbed (internal/redact)
 		}
 	}
 }

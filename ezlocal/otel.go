@@ -2,7 +2,6 @@ package ezlocal
 
 import (
 	"context"
-	"github.com/ezthrottle/ezthrottle-go/internal/oteldefault"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -15,6 +14,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
+	"github.com/ezthrottle/ezthrottle-go/internal/oteldefault"
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // InstrumentationName is the instrumentation scope of the engine's spans.
@@ -152,7 +153,7 @@ func (t tracing) endJob(span trace.Span, j *job, ok bool, reason string) {
 		status := "completed"
 		if !ok {
 			status = "failed"
-			span.SetStatus(codes.Error, reason)
+			span.SetStatus(codes.Error, redact.Text(reason))
 		}
 		span.SetAttributes(AttrJobStatus.String(status))
 	}

@@ -1,12 +1,14 @@
 package ezlocal
 
 import (
+	"container/list"
 	"context"
 	"fmt"
-	ezthrottle "github.com/ezthrottle/ezthrottle-go"
 	"net/http"
 	"strings"
 	"time"
+
+	ezthrottle "github.com/ezthrottle/ezthrottle-go"
 )
 
 // Bounds of the pace a destination may ask for; values outside are garbage
@@ -26,11 +28,47 @@ type pacer struct {
 	lanes   map[string]*lane // by region
 }
 
-// lane is one region's use of a host.
+// lane is one region's use of a host. Requests that find no free slot
+// wait in FIFO order; a freed slot is handed to the first of them directly
+// (it never becomes free for a newcomer to take), so each release wakes
+// exactly one waiter and the order of arrival is kept whatever the queue's
+// length.
 type lane struct {
-	next     time.Time     // earliest start of the next request
-	inflight int           // requests running
-	wake     chan struct{} // closed (and replaced) when a slot frees or limits change
+	next     time.Time // earliest start of the next request
+	inflight int       // requests running, including granted waiters
+	waiters  list.List // of *laneWaiter, oldest first
+}
+
+// laneWaiter is a request waiting for a slot of its lane; guarded by
+// Engine.mu.
+type laneWaiter struct {
+	ready   chan struct{} // closed when granted
+	start   time.Time     // the granted slot's start time
+	granted bool
+	elem    *list.Element
+}
+
+// takeLocked books a slot of the lane for a request arriving at now and
+// returns its start time: now, or one 1/rps interval after the previous
+// start.
+func (l *lane) takeLocked(now time.Time, rps float64) time.Time {
+	start := now
+	if l.next.After(now) {
+		start = l.next
+	}
+	l.next = start.Add(time.Duration(float64(time.Second) / rps))
+	l.inflight++
+	return start
+}
+
+// grantLocked hands free slots to the oldest waiters, one per slot.
+func (e *Engine) grantLocked(p *pacer, l *lane) {
+	for l.inflight < p.maxConc && l.waiters.Len() > 0 {
+		w := l.waiters.Remove(l.waiters.Front()).(*laneWaiter)
+		w.start = l.takeLocked(e.now(), p.rps)
+		w.granted = true
+		close(w.ready)
+	}
 }
 
 // parsePace reads the pace headers of a destination's reply (protocol §5)
@@ -67,47 +105,53 @@ func (e *Engine) pacerLocked(host string) *pacer {
 func (p *pacer) lane(region string) *lane {
 	l, ok := p.lanes[region]
 	if !ok {
-		l = &lane{wake: make(chan struct{})}
+		l = &lane{}
 		p.lanes[region] = l
 	}
 	return l
 }
 
 // acquire waits for a free slot of host's pace in region: fewer than maxConc
-// requests in flight, and 1/rps after the previous start. The returned
-// release must be called with the reply's header (nil without a reply); it
-// applies the pace headers and reports a change as a string ("" for none).
+// requests in flight, and 1/rps after the previous start. Waiters are served
+// in arrival order. The returned release must be called with the reply's
+// header (nil without a reply); it applies the pace headers and reports a
+// change as a string ("" for none).
 func (e *Engine) acquire(ctx context.Context, region, host string) (release func(http.Header) string, err error) {
-	for {
-		e.mu.Lock()
-		p := e.pacerLocked(host)
-		l := p.lane(region)
-		if l.inflight < p.maxConc {
-			now := e.now()
-			start := now
-			if l.next.After(now) {
-				start = l.next
-			}
-			l.next = start.Add(time.Duration(float64(time.Second) / p.rps))
-			l.inflight++
-			e.mu.Unlock()
-			rel := func(h http.Header) string { return e.release(region, host, h) }
-			if wait := start.Sub(now); wait > 0 {
-				if err := e.cfg.clock.Sleep(ctx, wait); err != nil {
-					rel(nil)
-					return nil, err
-				}
-			}
-			return rel, nil
-		}
-		wake := l.wake
+	rel := func(h http.Header) string { return e.release(region, host, h) }
+	e.mu.Lock()
+	p := e.pacerLocked(host)
+	l := p.lane(region)
+	var start time.Time
+	if l.inflight < p.maxConc && l.waiters.Len() == 0 {
+		start = l.takeLocked(e.now(), p.rps)
+		e.mu.Unlock()
+	} else {
+		w := &laneWaiter{ready: make(chan struct{})}
+		w.elem = l.waiters.PushBack(w)
 		e.mu.Unlock()
 		select {
-		case <-wake:
+		case <-w.ready:
 		case <-ctx.Done():
+			e.mu.Lock()
+			granted := w.granted
+			if !granted {
+				l.waiters.Remove(w.elem)
+			}
+			e.mu.Unlock()
+			if granted {
+				rel(nil) // hand the slot on to the next waiter
+			}
 			return nil, ctx.Err()
 		}
+		start = w.start
 	}
+	if wait := start.Sub(e.now()); wait > 0 {
+		if err := e.cfg.clock.Sleep(ctx, wait); err != nil {
+			rel(nil)
+			return nil, err
+		}
+	}
+	return rel, nil
 }
 
 func (e *Engine) release(region, host string, h http.Header) string {
@@ -133,10 +177,12 @@ func (e *Engine) release(region, host string, h http.Header) string {
 			p.maxConc = conc
 		}
 	}
-	for _, o := range p.lanes {
-		if o == l || change != "" {
-			close(o.wake)
-			o.wake = make(chan struct{})
+	if change == "" {
+		e.grantLocked(p, l)
+	} else {
+		// A raised limit frees slots in every lane of the host.
+		for _, o := range p.lanes {
+			e.grantLocked(p, o)
 		}
 	}
 	return strings.TrimSpace(change)

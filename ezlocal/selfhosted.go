@@ -203,9 +203,13 @@ func terminalMsg(j *job) sseMsg {
 }
 
 // handleStream is GET /jobs/{id}/stream: queued, position, dispatching, then
-// completed or failed, with keepalive comments. Like the real engines, a
-// client connecting after the job finished gets no terminal event (only
-// keepalives): it must fall back to GET /jobs/{id}.
+// completed or failed, with keepalive comments. Like the real engines, the
+// stream starts with a catch-up event (queued and position for a queued
+// job, dispatching for one in flight, and queued for a job that already
+// finished), and a client connecting after the job finished gets no
+// terminal event: the stream stays open with keepalives only, and the
+// client must fall back to GET /jobs/{id}. There is no opening comment
+// (a client must not rely on a keepalive to learn that the stream is live).
 func (e *Engine) handleStream(w http.ResponseWriter, r *http.Request) {
 	if !e.track() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": ErrClosed.Error()})
@@ -234,6 +238,10 @@ func (e *Engine) handleStream(w http.ResponseWriter, r *http.Request) {
 				sseMsg{event: "position", data: map[string]any{"position": pos}})
 		case ezclient.StatusInFlight:
 			initial = append(initial, sseMsg{event: "dispatching", data: map[string]any{"job_id": j.id}})
+		default:
+			// A finished job: the real engines' catch-up is a plain
+			// "queued", and no terminal event follows.
+			initial = append(initial, sseMsg{event: "queued", data: map[string]any{"job_id": j.id}})
 		}
 		j.subs[sub] = struct{}{}
 	}
@@ -261,8 +269,6 @@ func (e *Engine) handleStream(w http.ResponseWriter, r *http.Request) {
 		}
 		return err == nil
 	}
-	// An opening comment tells the client the stream is live.
-	_, _ = fmt.Fprint(w, ": stream open\n\n")
 	for _, m := range initial {
 		if !write(m) {
 			return

@@ -243,10 +243,11 @@ func TestSelfHostedStream(t *testing.T) {
 	defer resp.Body.Close()
 	assert.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
 	sc := bufio.NewScanner(resp.Body)
-	// The stream is live (its opening comment) before the job can finish.
-	readSSE(t, sc, func(ev sseEvent) bool { return ev.comment != "" })
+	// The stream is live (its catch-up event) before the job can finish.
+	first := readSSE(t, sc, func(ev sseEvent) bool { return ev.event != "" })
+	assert.Contains(t, []string{"queued", "dispatching"}, first[0].event, "the first thing on the stream is the catch-up event")
 	close(release)
-	evs := readSSE(t, sc, func(ev sseEvent) bool { return ev.event == "completed" || ev.event == "failed" })
+	evs := append(first, readSSE(t, sc, func(ev sseEvent) bool { return ev.event == "completed" || ev.event == "failed" })...)
 	var names []string
 	for _, ev := range evs {
 		if ev.event != "" {
@@ -260,15 +261,20 @@ func TestSelfHostedStream(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(evs[len(evs)-1].data), &done))
 	assert.Equal(t, map[string]any{"job_id": id, "response_status": float64(200), "body": "done"}, done)
 
-	// Connecting after the job finished: keepalives, no terminal event.
+	// Connecting after the job finished, as on the real engines: a
+	// catch-up "queued" first, then keepalives and no terminal event.
 	waitJob(t, e, id)
 	req2, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.URL()+"/jobs/"+id+"/stream", nil)
 	resp2, err := http.DefaultClient.Do(req2)
 	require.NoError(t, err)
 	defer resp2.Body.Close()
-	late := readSSE(t, bufio.NewScanner(resp2.Body), func(ev sseEvent) bool { return ev.comment == "keepalive" })
-	for _, ev := range late {
-		assert.Empty(t, ev.event, "no event after the job finished")
+	sc2 := bufio.NewScanner(resp2.Body)
+	late := readSSE(t, sc2, func(ev sseEvent) bool { return ev.comment == "keepalive" })
+	require.NotEmpty(t, late)
+	assert.Equal(t, sseEvent{event: "queued", data: `{"job_id":"` + id + `"}`}, late[0], "the catch-up event comes first")
+	late = append(late, readSSE(t, sc2, func(ev sseEvent) bool { return ev.comment == "keepalive" })...)
+	for _, ev := range late[1:] {
+		assert.Empty(t, ev.event, "no other event after the job finished: the stream stays open with keepalives")
 	}
 	cancel()
 
@@ -327,4 +333,26 @@ func TestStreamTerminalEventNeverDropped(t *testing.T) {
 	}
 	assert.True(t, last.terminal)
 	assert.Equal(t, "completed", last.event)
+}
+
+// TestWaitJobLateSubscriber: WaitJob on a job that already finished answers
+// at once from a local engine that, like the real ones, sends a catch-up
+// event and then keeps the stream open, here with no keepalive at all
+// (issue 13 item 7).
+func TestWaitJobLateSubscriber(t *testing.T) {
+	e, _ := startEngine(t, WithKeepAlive(time.Hour))
+	dest := okServer(t)
+	hook := newReceiver(t, nil)
+	c, err := ezclient.New(ezclient.WithSelfHosted(e.URL(), "u"), ezclient.WithRetry(1, 0, 0))
+	require.NoError(t, err)
+	sub, err := c.Submit(context.Background(), &ezclient.Job{URL: dest.URL, Webhooks: []ezclient.Webhook{{URL: hook.URL}}})
+	require.NoError(t, err)
+	waitJob(t, e, sub.JobID)
+	// A safety net only: the answer must not come from the deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ev, err := c.WaitJob(ctx, sub.JobID)
+	require.NoError(t, err)
+	assert.Equal(t, ezclient.EventCompleted, ev.Type)
+	assert.True(t, ev.FromStatus)
 }

@@ -22,13 +22,13 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // redisTarget finds the Redis of the tests once: $EZTHROTTLE_REDIS_ADDR, or
-// (when unset) the CI default port, then the standard one.
+// (when unset) the standard port, which CI uses too.
 var redisTarget = sync.OnceValues(func() (string, error) {
 	if addr := os.Getenv("EZTHROTTLE_REDIS_ADDR"); addr != "" {
 		return addr, ping(addr)
 	}
 	var errs []error
-	for _, addr := range []string{"127.0.0.1:6390", "127.0.0.1:6379"} {
+	for _, addr := range []string{"127.0.0.1:6379"} {
 		err := ping(addr)
 		if err == nil {
 			return addr, nil
@@ -58,7 +58,7 @@ func redisAddr(t testing.TB) string {
 	if os.Getenv("CI") == "true" || os.Getenv("EZTHROTTLE_REDIS_ADDR") != "" {
 		t.Fatalf("redislimit tests need Redis (EZTHROTTLE_REDIS_ADDR=%q): %v", os.Getenv("EZTHROTTLE_REDIS_ADDR"), err)
 	}
-	t.Skipf("skipping: no Redis reachable (set EZTHROTTLE_REDIS_ADDR, or run redis-server on 127.0.0.1:6390): %v", err)
+	t.Skipf("skipping: no Redis reachable (set EZTHROTTLE_REDIS_ADDR, or run redis-server on 127.0.0.1:6379): %v", err)
 	return ""
 }
 

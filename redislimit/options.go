@@ -6,6 +6,7 @@ import (
 	"time"
 
 	ezthrottle "github.com/ezthrottle/ezthrottle-go"
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // Defaults of the options.
@@ -168,7 +169,7 @@ func WithClock(clk ezthrottle.Clock) Option {
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) {
 		if l != nil {
-			c.logger = l
+			c.logger = redact.Logger(l, nil) // every record scrubbed (internal/redact)
 		}
 	}
 }

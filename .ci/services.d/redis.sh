@@ -2,7 +2,7 @@
 # Installs redis-server from Debian's packages if missing and starts it on a
 # loopback port without persistence, for the redislimit tests.
 set -euo pipefail
-PORT="${EZTHROTTLE_REDIS_PORT:-6390}"
+PORT="${EZTHROTTLE_REDIS_PORT:-6379}"
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "installing redis-server"
   export DEBIAN_FRONTEND=noninteractive

@@ -17,7 +17,9 @@ It speaks both dialects: the Cloud proxy (POST /api/v1/proxy, checked against
 the development API key it prints) and the self-hosted API (POST /jobs,
 GET /jobs/{id}, GET /jobs/{id}/stream, GET /health). Jobs really run: their
 destinations are called with per-host pacing, retries, simulated regions,
-fallbacks and children, and results are delivered to every webhook.
+fallbacks and children, and results are delivered to every webhook. With a
+webhook secret, Cloud-dialect deliveries are signed (X-EZThrottle-Signature);
+self-hosted deliveries are not, as on real self-hosted engines.
 
 Export the variables it prints and every example, the SDK and
 'ezthrottle submit' use the local engine instead of EZThrottle Cloud.`
@@ -50,7 +52,7 @@ func (a *app) dev(ctx context.Context, args []string) error {
 	fs.Var(lat, "latency", "simulated latency per region, `region=duration`, comma-separated or repeated (e.g. lax=80ms)")
 	fs.Float64Var(&c.rps, "rps", ezlocal.DefaultRPS, "default pace per destination host, requests per second")
 	fs.IntVar(&c.maxConcurrent, "max-concurrent", ezlocal.DefaultMaxConcurrent, "default requests in flight per destination host")
-	fs.StringVar(&c.secret, "webhook-secret", "", "sign webhook deliveries with this secret (default $EZTHROTTLE_WEBHOOK_SECRET; at least 16 characters)")
+	fs.StringVar(&c.secret, "webhook-secret", "", "sign Cloud-dialect webhook deliveries with this secret (default $EZTHROTTLE_WEBHOOK_SECRET; at least 16 characters); self-hosted deliveries are never signed")
 	fs.StringVar(&c.webhookRetries, "webhook-retries", "1s,2s,4s,8s", "waits between webhook delivery attempts, comma-separated (\"none\": one attempt)")
 	fs.DurationVar(&c.retryDelay, "retry-delay", ezlocal.DefaultRetryDelay, "first wait before a same-region retry when the destination sends no Retry-After")
 	fs.BoolVar(&c.verbose, "verbose", false, "log every job event (queued, attempts, retries, deliveries) to stderr")
@@ -187,9 +189,10 @@ func (a *app) printDevBanner(e *ezlocal.Engine, c devConfig) {
 		}
 		names = append(names, n)
 	}
-	signing := "off (deliveries are unsigned; pass --webhook-secret to sign them)"
+	signing := "off (deliveries are unsigned; pass --webhook-secret to sign Cloud-dialect deliveries)"
 	if c.secret != "" {
-		signing = "on (X-EZThrottle-Signature, HMAC-SHA256 with your --webhook-secret)"
+		signing = "on for Cloud-dialect jobs (X-EZThrottle-Signature, HMAC-SHA256 with your --webhook-secret);\n" +
+			"                  self-hosted jobs (POST /jobs) are delivered unsigned, as real self-hosted engines do"
 	}
 	fmt.Fprintf(w, "EZThrottle local engine listening on %s\n\n", e.URL())
 	fmt.Fprintf(w, "  regions        %s\n", strings.Join(names, ", "))

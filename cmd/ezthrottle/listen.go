@@ -14,14 +14,20 @@ import (
 	"time"
 
 	"github.com/ezthrottle/ezthrottle-go/ezclient/webhook"
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 const listenSynopsis = `Usage: ezthrottle listen [flags]
 
 Runs a local webhook receiver: point a job's webhook at the URL it prints.
-Every delivery is verified (X-EZThrottle-Signature, when a secret is set),
-de-duplicated by job ID and pretty-printed; rejected deliveries are reported
-too. Both payload forms (Cloud and self-hosted) are accepted.
+Every delivery is de-duplicated by job ID and pretty-printed; rejected
+deliveries are reported too. Both payload forms (Cloud and self-hosted) are
+accepted.
+
+Signatures: with a secret, Cloud-form deliveries must carry a valid
+X-EZThrottle-Signature. Self-hosted engines never sign their deliveries, so
+a self-hosted receiver cannot verify them: self-hosted-form deliveries are
+accepted and shown as NOT verified, unless --signed-only rejects them.
 
 Runs until Ctrl-C (SIGINT), SIGTERM, or --count deliveries.`
 
@@ -33,6 +39,14 @@ type listenConfig struct {
 	maxBody            int
 	tolerance          time.Duration
 	maxDeliveryPayload int64
+	signedOnly         bool
+}
+
+// verified reports whether an accepted delivery's signature was checked:
+// with a secret, every Cloud-form delivery is; a self-hosted-form one only
+// with --signed-only (self-hosted engines do not sign).
+func (c listenConfig) verified(r webhook.Result) bool {
+	return c.secret != "" && (c.signedOnly || r.Form != webhook.FormSelfHosted)
 }
 
 func (a *app) listen(ctx context.Context, args []string) error {
@@ -47,6 +61,7 @@ func (a *app) listen(ctx context.Context, args []string) error {
 	fs.IntVar(&c.maxBody, "max-body", 2000, "print at most this many characters of a response body (0: all)")
 	fs.DurationVar(&c.tolerance, "tolerance", webhook.DefaultTolerance, "accepted clock skew of a signature's timestamp")
 	fs.Int64Var(&c.maxDeliveryPayload, "max-payload", webhook.DefaultMaxBodyBytes, "largest delivery body accepted, in bytes (413 above)")
+	fs.BoolVar(&c.signedOnly, "signed-only", false, "with a secret, also require a valid signature on self-hosted deliveries (self-hosted engines never sign, so they are all rejected)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -65,7 +80,24 @@ func (a *app) listen(ctx context.Context, args []string) error {
 	if c.secret == "" && c.secondary != "" {
 		return usagef("--secondary-secret needs --secret (or $EZTHROTTLE_WEBHOOK_SECRET)")
 	}
-	opts := []webhook.Option{webhook.WithTolerance(c.tolerance), webhook.WithMaxBodyBytes(c.maxDeliveryPayload)}
+	if c.signedOnly && c.secret == "" {
+		return usagef("--signed-only needs --secret (or $EZTHROTTLE_WEBHOOK_SECRET)")
+	}
+	// One store behind two handlers: the verifying one, and (with a
+	// secret) one for unsigned self-hosted-form deliveries, which no
+	// self-hosted engine signs.
+	store := webhook.NewStore()
+	defer store.Close()
+	opts := []webhook.Option{webhook.WithTolerance(c.tolerance), webhook.WithMaxBodyBytes(c.maxDeliveryPayload), webhook.WithStore(store)}
+	var unsigned *webhook.Handler
+	if c.secret != "" && !c.signedOnly {
+		u, err := webhook.NewHandler(opts...)
+		if err != nil {
+			return err
+		}
+		defer u.Close()
+		unsigned = u
+	}
 	if c.secret != "" {
 		opts = append(opts, webhook.WithSecret(c.secret), webhook.WithSecondarySecret(c.secondary))
 	}
@@ -80,7 +112,11 @@ func (a *app) listen(ctx context.Context, args []string) error {
 		return fmt.Errorf("listen on %s: %w", c.addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle(c.path, a.reportRejections(h))
+	var recv http.Handler = h
+	if unsigned != nil {
+		recv = routeSelfHosted(h, unsigned, c.maxDeliveryPayload)
+	}
+	mux.Handle(c.path, a.reportRejections(recv))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	// Subscribe before serving so that no delivery is missed.
@@ -94,9 +130,14 @@ func (a *app) listen(ctx context.Context, args []string) error {
 
 	verify := "signatures are NOT verified (no secret: set $EZTHROTTLE_WEBHOOK_SECRET or --secret)"
 	if c.secret != "" {
-		verify = "signatures verified (X-EZThrottle-Signature)"
+		verify = "Cloud deliveries: signatures verified (X-EZThrottle-Signature)"
 		if c.secondary != "" {
 			verify += ", secondary secret accepted"
+		}
+		if c.signedOnly {
+			verify += "\n  self-hosted deliveries: rejected unless signed (--signed-only; self-hosted engines never sign)"
+		} else {
+			verify += "\n  self-hosted deliveries: accepted NOT verified (self-hosted engines never sign; --signed-only rejects them)"
 		}
 	}
 	fmt.Fprintf(a.stdout, "Listening for EZThrottle webhooks on http://%s%s\n  %s\nUse this URL as a job's webhook. Press Ctrl-C to stop.\n", ln.Addr(), c.path, verify)
@@ -131,6 +172,33 @@ loop:
 	return nil
 }
 
+// routeSelfHosted sends deliveries in the self-hosted payload form to
+// unsigned (self-hosted engines never sign them) and every other request
+// to verified. The body is read once, up to max+1 bytes, and handed on; a
+// larger one goes to verified, which answers 413.
+func routeSelfHosted(verified, unsigned http.Handler, max int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.ContentLength > max {
+			verified.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+		if err != nil {
+			http.Error(w, `{"error":"could not read request body","code":"bad_body"}`, http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		if int64(len(body)) <= max {
+			if res, err := webhook.Decode(body); err == nil && res.Form == webhook.FormSelfHosted {
+				unsigned.ServeHTTP(w, r)
+				return
+			}
+		}
+		verified.ServeHTTP(w, r)
+	})
+}
+
 // reportRejections prints the deliveries the handler refused (bad signature,
 // malformed payload, ...): the accepted ones are printed from the
 // subscription.
@@ -150,7 +218,7 @@ func (a *app) reportRejections(h http.Handler) http.Handler {
 			msg = e.Error
 		}
 		fmt.Fprintf(a.stdout, "%s  ✗ rejected %s %s from %s: %d %s: %s\n",
-			time.Now().Format("15:04:05"), r.Method, r.URL.Path, r.RemoteAddr, rec.status, http.StatusText(rec.status), msg)
+			time.Now().Format("15:04:05"), r.Method, r.URL.Path, r.RemoteAddr, rec.status, http.StatusText(rec.status), redact.Text(msg))
 	})
 }
 
@@ -193,13 +261,17 @@ func (a *app) printResult(n int, r webhook.Result, c listenConfig) {
 	if c.jsonOut {
 		d := delivery{
 			JobID: r.JobID, IdempotentKey: r.IdempotentKey, Succeeded: r.Succeeded, Status: r.Status,
-			StatusCode: r.StatusCode, Body: r.Body, Reason: r.Reason, Metadata: r.Metadata,
-			Form: r.Form.String(), Verified: c.secret != "", ReceivedAt: r.ReceivedAt,
+			StatusCode: r.StatusCode, Body: redact.Text(r.Body), Reason: redact.Text(r.Reason), Metadata: r.Metadata,
+			Form: r.Form.String(), Verified: c.verified(r), ReceivedAt: r.ReceivedAt,
 		}
 		if len(r.Header) > 0 {
 			d.Headers = map[string]any{}
 			for k, v := range r.Header {
-				d.Headers[k] = strings.Join(v, ", ")
+				s := redact.Text(strings.Join(v, ", "))
+				if redact.SensitiveHeader(k) {
+					s = redact.Mask // Set-Cookie, tokens: never printed
+				}
+				d.Headers[k] = s
 			}
 		}
 		b, err := json.Marshal(d)
@@ -226,11 +298,14 @@ func (a *app) printResult(n int, r webhook.Result, c listenConfig) {
 	}
 	fmt.Fprintf(&b, "  status      %s\n", status)
 	if r.Reason != "" {
-		fmt.Fprintf(&b, "  reason      %s\n", r.Reason)
+		fmt.Fprintf(&b, "  reason      %s\n", redact.Text(r.Reason))
 	}
 	sig := "not checked (no secret)"
-	if c.secret != "" {
+	switch {
+	case c.verified(r):
 		sig = "verified"
+	case c.secret != "":
+		sig = "NOT verified (self-hosted engines do not sign deliveries)"
 	}
 	fmt.Fprintf(&b, "  signature   %s\n", sig)
 	fmt.Fprintf(&b, "  form        %s\n", r.Form)
@@ -249,7 +324,11 @@ func (a *app) printResult(n int, r webhook.Result, c listenConfig) {
 			if i == 0 {
 				label = "headers"
 			}
-			fmt.Fprintf(&b, "  %-11s %s: %s\n", label, k, strings.Join(r.Header[k], ", "))
+			v := strings.Join(r.Header[k], ", ")
+			if redact.SensitiveHeader(k) {
+				v = redact.Mask // Set-Cookie, tokens: never printed
+			}
+			fmt.Fprintf(&b, "  %-11s %s: %s\n", label, k, redact.Text(v))
 		}
 	}
 	body := r.Body
@@ -257,7 +336,7 @@ func (a *app) printResult(n int, r webhook.Result, c listenConfig) {
 		body = string([]rune(body)[:c.maxBody]) + fmt.Sprintf("… (%d bytes in all)", len(r.Body))
 	}
 	if body != "" {
-		fmt.Fprintf(&b, "  body        %s\n", indentBody(body))
+		fmt.Fprintf(&b, "  body        %s\n", indentBody(redact.Text(body)))
 	}
 	_, _ = io.WriteString(a.stdout, b.String())
 }

@@ -22,6 +22,7 @@ import (
 	"syscall"
 
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 func main() {
@@ -75,7 +76,8 @@ Environment:
   EZTHROTTLE_PROXY_URL   Cloud proxy base URL (default %s)
   EZTHROTTLE_URL         engine base URL (default %s)
   EZTHROTTLE_USER_ID     user_id for self-hosted engines
-  EZTHROTTLE_WEBHOOK_SECRET  webhook signing secret (dev signs with it, listen verifies it)
+  EZTHROTTLE_WEBHOOK_SECRET  webhook signing secret (dev signs Cloud-dialect deliveries with it,
+                         listen verifies them; self-hosted deliveries are never signed)
 
 Quick start, fully offline:
   ezthrottle dev                      # terminal 1: prints the variables to export
@@ -95,7 +97,7 @@ func (a *app) printTopUsage(w io.Writer) {
 
 func (a *app) run(ctx context.Context, args []string) int {
 	if len(args) == 0 {
-		a.printTopUsage(a.stderr)
+		fmt.Fprintf(a.stderr, "ezthrottle: no command given (%s)\nRun 'ezthrottle --help' for usage.\n", commandNames())
 		return 2
 	}
 	name, rest := args[0], args[1:]
@@ -122,15 +124,26 @@ func (a *app) run(ctx context.Context, args []string) int {
 		case errors.Is(err, flag.ErrHelp):
 			return 0
 		case errors.As(err, &ue):
-			fmt.Fprintf(a.stderr, "ezthrottle %s: %s\nRun 'ezthrottle %s --help' for usage.\n", c.name, ue.msg, c.name)
+			fmt.Fprintf(a.stderr, "ezthrottle %s: %s\nRun 'ezthrottle %s --help' for usage.\n", c.name, redact.Text(ue.msg), c.name)
 			return 2
 		default:
-			fmt.Fprintf(a.stderr, "ezthrottle %s: error: %s\n", c.name, err)
+			// Errors are redacted where they are made; this is the last
+			// line of defence for what a user-supplied value may carry.
+			fmt.Fprintf(a.stderr, "ezthrottle %s: error: %s\n", c.name, redact.Text(err.Error()))
 			return 1
 		}
 	}
 	fmt.Fprintf(a.stderr, "ezthrottle: unknown command %q\nRun 'ezthrottle --help' for usage.\n", name)
 	return 2
+}
+
+// commandNames lists the commands, for short usage messages.
+func commandNames() string {
+	names := make([]string, len(commands))
+	for i, c := range commands {
+		names[i] = c.name
+	}
+	return strings.Join(names, ", ")
 }
 
 // usageError is a mistake in the command line (exit status 2).
@@ -143,7 +156,8 @@ func usagef(format string, args ...any) error {
 }
 
 // newFlagSet returns a flag set that reports errors instead of printing or
-// exiting; parse prints the help to stdout on --help.
+// exiting; its Usage prints the help to stdout, and parse calls it once, on
+// --help only.
 func (a *app) newFlagSet(name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -157,12 +171,18 @@ func (a *app) newFlagSet(name, synopsis string) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args, calling the usage on --help (returning flag.ErrHelp) and
-// turning flag errors and stray arguments into usage errors.
+// parse parses args, printing the help once on --help (returning
+// flag.ErrHelp) and turning flag errors and stray arguments into usage
+// errors, which run reports as a short message on stderr. The flag package
+// calls Usage itself on both; it is silenced during the parse.
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	usage := fs.Usage
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.Usage = usage
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			usage()
 			return err
 		}
 		return &usageError{msg: err.Error()}

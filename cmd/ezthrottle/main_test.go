@@ -129,9 +129,11 @@ func TestHelp(t *testing.T) {
 			assert.Equal(t, 0, code)
 			assert.Empty(t, errs)
 			assert.Contains(t, out, "Usage:")
+			assert.Equal(t, 1, strings.Count(out, "Usage:"), "the help is printed once:\n%s", out)
 			if len(args) == 2 && args[0] != "help" {
 				assert.Contains(t, out, "ezthrottle "+args[0])
 				assert.Contains(t, out, "Flags:")
+				assert.Equal(t, 1, strings.Count(out, "Flags:"), "the help is printed once")
 			}
 		})
 	}
@@ -143,7 +145,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no command", nil, "Usage:"},
+		{"no command", nil, "no command given"},
 		{"unknown command", []string{"deploy"}, `unknown command "deploy"`},
 		{"unknown flag", []string{"submit", "--nope"}, "flag provided but not defined: -nope"},
 		{"stray argument", []string{"submit", "--url", "https://a.example", "extra"}, `unexpected argument "extra"`},
@@ -157,8 +159,13 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"user-id without self-hosted", []string{"submit", "--url", "https://a.example", "--user-id", "u"}, "--user-id only applies"},
 		{"self-hosted without user", []string{"submit", "--url", "https://a.example", "--self-hosted", "http://127.0.0.1:1"}, "needs --user-id"},
 		{"self-hosted regions", []string{"submit", "--url", "https://a.example", "--self-hosted", "http://127.0.0.1:1", "--user-id", "u", "--region", "iad", "--webhook", "https://h.example"}, "regions"},
+		{"bad region code", []string{"submit", "--url", "https://a.example", "--region", "IAD", "--dry-run"}, `"IAD" is not a region code`},
 		{"bad region policy", []string{"submit", "--url", "https://a.example", "--region-policy", "maybe", "--dry-run"}, "region_policy"},
 		{"zero timeout", []string{"submit", "--url", "https://a.example", "--timeout", "0s"}, "--timeout"},
+		{"bad flag value", []string{"submit", "--timeout", "soon"}, `invalid value "soon" for flag -timeout`},
+		{"dev unknown flag", []string{"dev", "--nope"}, "flag provided but not defined: -nope"},
+		{"listen unknown flag", []string{"listen", "-x"}, "flag provided but not defined: -x"},
+		{"help for unknown command", []string{"help", "deploy"}, `unknown command "deploy"`},
 		{"dev bad rps", []string{"dev", "--rps", "0"}, "--rps"},
 		{"dev bad latency", []string{"dev", "--latency", "lax"}, "region=duration"},
 		{"dev unknown latency region", []string{"dev", "--regions", "iad", "--latency", "lax=1s"}, `unknown region "lax"`},
@@ -174,6 +181,11 @@ func TestUsageErrorsExit2(t *testing.T) {
 			code, out, errs := exec(t, context.Background(), env{}, "", tt.args...)
 			assert.Equal(t, 2, code, "stdout: %s\nstderr: %s", out, errs)
 			assert.Contains(t, errs, tt.want)
+			// A usage error is a short message on stderr: no help dump.
+			assert.Empty(t, out, "nothing on stdout")
+			assert.NotContains(t, errs, "Flags:")
+			assert.NotContains(t, errs, "Usage:")
+			assert.LessOrEqual(t, strings.Count(errs, "\n"), 2, "short:\n%s", errs)
 		})
 	}
 }
@@ -422,4 +434,110 @@ func TestSubmitStdinInterrupted(t *testing.T) {
 		<-done
 		t.Fatal("submit kept reading stdin after the interrupt")
 	}
+}
+
+// TestSubmitHeaderIdempotencyKey: --header 'Idempotency-Key: …' becomes
+// the job's idempotent_key, in the dry run and on the wire of both dialects
+// (issue 13 item 8).
+func TestSubmitHeaderIdempotencyKey(t *testing.T) {
+	code, out, errs := exec(t, context.Background(), env{}, "", "submit", "--dry-run", "--url", "https://a.example",
+		"--header", "idempotency-key: order-7")
+	require.Equal(t, 0, code, errs)
+	var j struct {
+		Key string `json:"idempotent_key"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &j))
+	assert.Equal(t, "order-7", j.Key)
+
+	var (
+		mu   sync.Mutex
+		sent map[string]any
+	)
+	eng := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		_ = json.NewDecoder(r.Body).Decode(&sent)
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprint(w, `{"job_id":"0123456789abcdef0123456789abcdef","status":"queued"}`)
+	}))
+	defer eng.Close()
+	code, out, errs = exec(t, context.Background(), env{}, "", "submit", "--self-hosted", eng.URL, "--user-id", "u",
+		"--url", "https://a.example/x", "--webhook", "https://h.example/", "--header", "Idempotency-Key: order-8")
+	require.Equal(t, 0, code, errs)
+	var sub ezclient.Submission
+	require.NoError(t, json.Unmarshal([]byte(out), &sub))
+	assert.Equal(t, "order-8", sub.IdempotentKey)
+	mu.Lock()
+	assert.Equal(t, "order-8", sent["idempotent_key"])
+	mu.Unlock()
+}
+
+// TestDevSelfHostedSubmitListen: the self-hosted path end to end with a
+// webhook secret set for both dev and listen. Self-hosted engines (dev too)
+// deliver unsigned, so listen accepts the self-hosted delivery and says it
+// is not verified, while it still rejects unsigned Cloud-form deliveries;
+// the banners say so (issue 13 item 12).
+func TestDevSelfHostedSubmitListen(t *testing.T) {
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "pong") }))
+	defer api.Close()
+	secretEnv := env{"EZTHROTTLE_WEBHOOK_SECRET": testSecret}
+	dev := background(t, secretEnv, "dev", "--addr", "127.0.0.1:0", "--webhook-retries", "none")
+	engineURL := dev.out.waitFor(t, `export EZTHROTTLE_URL=(\S+)`)
+	assert.Contains(t, dev.out.String(), "self-hosted jobs (POST /jobs) are delivered unsigned")
+
+	lis := background(t, secretEnv, "listen", "--addr", "127.0.0.1:0")
+	hookURL := lis.out.waitFor(t, `Listening for EZThrottle webhooks on (\S+)`)
+	assert.Contains(t, lis.out.String(), "self-hosted deliveries: accepted NOT verified")
+
+	code, out, errs := exec(t, context.Background(), env{}, "", "submit", "--self-hosted", engineURL, "--user-id", "u1",
+		"--url", api.URL+"/ping", "--webhook", hookURL)
+	require.Equal(t, 0, code, errs)
+	var sub ezclient.Submission
+	require.NoError(t, json.Unmarshal([]byte(out), &sub))
+	block := lis.out.waitFor(t, `(?s)(── delivery #1.*pong.*)`)
+	assert.Contains(t, block, sub.JobID)
+	assert.Contains(t, block, "✓ succeeded")
+	assert.Contains(t, block, "signature   NOT verified (self-hosted engines do not sign deliveries)")
+	assert.Contains(t, block, "form        self-hosted")
+	assert.NotContains(t, lis.out.String(), "✗ rejected")
+
+	// An unsigned Cloud-form delivery is still rejected.
+	payload := `{"job_id":"job_forged","idempotent_key":"k","status":"success","response":{"status_code":200,"body":"x"},"metadata":{}}`
+	resp, err := http.Post(hookURL, "application/json", strings.NewReader(payload))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	http.DefaultClient.CloseIdleConnections()
+	lis.out.waitFor(t, `✗ rejected POST / from \S+: 401`)
+
+	assert.Equal(t, 0, lis.stop())
+	assert.Equal(t, 0, dev.stop())
+}
+
+// TestListenSignedOnly: --signed-only rejects the unsigned self-hosted
+// deliveries that a self-hosted engine sends.
+func TestListenSignedOnly(t *testing.T) {
+	lis := background(t, env{"EZTHROTTLE_WEBHOOK_SECRET": testSecret}, "listen", "--addr", "127.0.0.1:0", "--signed-only", "--json")
+	hookURL := lis.out.waitFor(t, `Listening for EZThrottle webhooks on (\S+)`)
+	assert.Contains(t, lis.out.String(), "--signed-only")
+	body := `{"job_id":"0123abcd","status":"completed","response_status":200,"body":"ok"}`
+	resp, err := http.Post(hookURL, "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	// Signed, it is accepted and shown as verified.
+	req, _ := http.NewRequest(http.MethodPost, hookURL, strings.NewReader(body))
+	req.Header.Set(webhook.SignatureHeader, webhook.Sign(testSecret, time.Now(), []byte(body)))
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	http.DefaultClient.CloseIdleConnections()
+	line := lis.out.waitFor(t, `(\{"job_id".*\})`)
+	assert.Contains(t, line, `"signature_verified":true`)
+	assert.Equal(t, 0, lis.stop())
+
+	code, _, errs := exec(t, context.Background(), env{}, "", "listen", "--signed-only")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errs, "--signed-only needs --secret")
 }

@@ -16,7 +16,7 @@ func TestExampleRuns(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	addr := os.Getenv("EZTHROTTLE_REDIS_ADDR")
 	if addr == "" {
-		addr = "127.0.0.1:6390"
+		addr = "127.0.0.1:6379"
 	}
 	if err := ping(addr); err != nil {
 		if os.Getenv("CI") == "true" {

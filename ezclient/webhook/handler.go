@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"sync"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 )
@@ -29,13 +31,34 @@ import (
 //   - 401 when a secret is configured and the signature is missing,
 //     malformed, expired or wrong;
 //   - 400 when the body is not a valid payload of either form;
-//   - 503 after Close (the engine will redeliver elsewhere or later);
+//   - 503 with Retry-After when the result cannot be taken now: after
+//     Close (code "closed"), when the callback queue stays full
+//     (WithCallbackWait; code "callback_busy"), or when the Store already
+//     remembers as many job IDs as it may (WithMaxSeenIDs; code
+//     "dedup_full"). Nothing of such a delivery is stored or remembered:
+//     the engine's redelivery is taken as new;
 //   - 200 otherwise, also for a repeated delivery of a job already
 //     received (`"duplicate":true`), which is not passed on again.
 //
-// Error answers are JSON: {"error":"<message>","code":"<code>"}. The answer
-// is written as soon as the result is stored; the optional callback
-// (WithCallback) runs afterwards on a bounded worker pool.
+// Error answers are JSON: {"error":"<message>","code":"<code>"}.
+//
+// A 200 is an acknowledgement: it is written only once the result is
+// stored and, with a callback (WithCallback), in the callback's queue, so
+// every result acknowledged reaches the callback exactly once. When the
+// queue is full, deliveries wait for room (back-pressure) before they are
+// answered.
+//
+// A delivery is identified by its job ID, which the signature covers. An
+// engine's redeliveries of a result (freshly signed, same job ID) and a
+// captured delivery replayed byte for byte (same job ID) are both caught
+// by one mechanism: the Store remembers each accepted job ID for the
+// de-duplication window (WithDedupWindow, default 15 min) and, with a
+// secret, at least until the accepted signature expires (its timestamp +
+// the tolerance), whatever the Store's TTL and result bound. The IDs are
+// bounded in number (WithMaxSeenIDs); at the bound, deliveries are refused
+// with 503, never accepted by forgetting an ID. Concurrent deliveries of
+// one job ID are decided one at a time: the first is stored, the others
+// are duplicates (or, if the first was refused, the next is taken as new).
 //
 // Results go to a Store (its own, or the one given by WithStore) where code
 // can Wait for them or Subscribe to them. Safe for concurrent use.
@@ -60,9 +83,17 @@ type Handler struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 
-	mu     sync.RWMutex // guards closed and sends on queue
-	closed bool
-	queue  chan queued
+	mu      sync.RWMutex // guards closed and sends on queue
+	closed  bool
+	closing chan struct{} // closed first thing in Close
+	queue   chan queued
+	// slots holds one token per result in the queue or about to be put
+	// there: a delivery takes a token (waiting up to callbackWait) before
+	// it is accepted, so that the send on queue never blocks and never
+	// fails; a worker gives the token back when it takes the result.
+	slots        chan struct{}
+	callbackWait time.Duration
+	tolerance    time.Duration
 }
 
 // queued is a result waiting for the callback, with the span context of
@@ -90,6 +121,13 @@ func NewHandler(opts ...Option) (*Handler, error) {
 		logger:   c.logger,
 		onResult: c.onResult,
 		tracing:  newTracing(c),
+		closing:  make(chan struct{}),
+
+		callbackWait: c.callbackWait,
+		tolerance:    c.tolerance,
+	}
+	if h.tolerance <= 0 {
+		h.tolerance = DefaultTolerance
 	}
 	if h.store == nil {
 		h.store, h.ownStore = newStore(c), true
@@ -99,15 +137,40 @@ func NewHandler(opts ...Option) (*Handler, error) {
 	} else {
 		h.logger.Warn("ezthrottle webhook: no secret configured; deliveries are not verified (use WithSecret)")
 	}
+	h.warnCapacity()
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	if h.onResult != nil {
 		h.queue = make(chan queued, c.queue)
+		h.slots = make(chan struct{}, c.queue)
 		for range c.workers {
 			h.wg.Add(1)
 			go h.worker()
 		}
 	}
 	return h, nil
+}
+
+// minSustainedRate is the rate of new results below which NewHandler warns
+// that its de-duplication capacity is small.
+const minSustainedRate = 100
+
+// warnCapacity logs a warning when the Store's bound on remembered job IDs
+// (WithMaxSeenIDs) allows fewer than minSustainedRate new results per
+// second, sustained, over the time each ID must be remembered (the window,
+// or twice the tolerance for signatures from a clock running ahead).
+// Above that rate deliveries are refused with 503 rather than an ID
+// forgotten, so the guarantee holds, but deliveries are delayed.
+func (h *Handler) warnCapacity() {
+	horizon := h.store.window
+	if h.verifier != nil {
+		horizon = max(horizon, 2*h.tolerance)
+	}
+	rate := float64(h.store.seen.max) / horizon.Seconds()
+	if rate < minSustainedRate {
+		h.logger.Warn("ezthrottle webhook: the de-duplication capacity is small: above this rate of new results, deliveries are refused with 503 until the oldest job IDs expire (raise WithMaxSeenIDs)",
+			slog.Int("max_seen_ids", h.store.seen.max), slog.Duration("remembered_for", horizon),
+			slog.Float64("sustained_results_per_second", rate))
+	}
 }
 
 // Store returns the Store the Handler puts results into.
@@ -143,6 +206,7 @@ func (h *Handler) Close() error {
 		return nil
 	}
 	h.closed = true
+	close(h.closing)
 	if h.queue != nil {
 		close(h.queue)
 	}
@@ -184,8 +248,10 @@ func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_body", "could not read request body")
 		return
 	}
+	var until time.Time // with a secret: when the accepted signature stops verifying
 	if h.verifier != nil {
-		if err := h.verifier.Verify(r.Header.Get(SignatureHeader), body); err != nil {
+		signedAt, err := h.verifier.verify(r.Header.Get(SignatureHeader), body)
+		if err != nil {
 			var se *SignatureError
 			reason := err.Error()
 			if errors.As(err, &se) {
@@ -196,6 +262,8 @@ func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusUnauthorized, "invalid_signature", reason)
 			return
 		}
+		// The first instant at which this signature no longer verifies.
+		until = signedAt.Add(h.tolerance + time.Nanosecond)
 	}
 	res, err := Decode(body)
 	if err != nil {
@@ -204,21 +272,103 @@ func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "malformed_payload", err.Error())
 		return
 	}
-	added, err := h.store.Add(res)
+	added, err := h.accept(ctx, res, until, span.SpanContext())
 	if err != nil {
-		// Only ErrClosed is possible here (Decode guarantees a job ID).
-		writeError(w, http.StatusServiceUnavailable, "closed", "webhook receiver is shutting down")
+		h.refuse(ctx, w, res, err)
 		return
 	}
 	h.tracing.result(span, res, added)
 	if added {
 		h.logger.LogAttrs(ctx, slog.LevelDebug, "ezthrottle webhook: result received",
 			slog.String("job_id", res.JobID), slog.String("status", res.Status), slog.Int("status_code", res.StatusCode))
-		h.enqueue(ctx, res, span.SpanContext())
 	} else {
 		h.logger.LogAttrs(ctx, slog.LevelDebug, "ezthrottle webhook: duplicate delivery ignored", slog.String("job_id", res.JobID))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "job_id": res.JobID, "duplicate": !added})
+}
+
+// errCallbackBusy: the callback queue stayed full for callbackWait.
+var errCallbackBusy = errors.New("webhook: callback queue full")
+
+// accept records res unless its job ID is remembered (added false): it
+// claims the ID, takes room in the callback queue (waiting for it), then
+// stores the result, remembers the ID until at least until, and queues
+// the result for the callback, in that order, so that a delivery refused
+// at any step leaves nothing behind. Errors: ErrClosed, a *CapacityError,
+// errCallbackBusy, or ctx's error.
+func (h *Handler) accept(ctx context.Context, res Result, until time.Time, sc trace.SpanContext) (added bool, err error) {
+	c, dup, err := h.store.reserve(ctx, res.JobID)
+	if err != nil || dup {
+		return false, err
+	}
+	if h.onResult != nil {
+		if err := h.takeSlot(ctx); err != nil {
+			h.store.release(c)
+			return false, err
+		}
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if h.closed {
+		err = ErrClosed
+	} else {
+		err = h.store.commit(c, res, until)
+	}
+	if err != nil {
+		h.store.release(c)
+		if h.onResult != nil {
+			<-h.slots
+		}
+		return false, err
+	}
+	if h.onResult != nil {
+		h.queue <- queued{res: res.clone(), sc: sc} // never blocks: a slot is held
+	}
+	return true, nil
+}
+
+// takeSlot takes room in the callback queue, waiting up to callbackWait.
+func (h *Handler) takeSlot(ctx context.Context) error {
+	select {
+	case h.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(h.callbackWait)
+	defer t.Stop()
+	select {
+	case h.slots <- struct{}{}:
+		return nil
+	case <-t.C:
+		return errCallbackBusy
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-h.closing:
+		return ErrClosed
+	}
+}
+
+// refuse answers a delivery that accept did not take: 503 with
+// Retry-After, so that the engine delivers it again.
+func (h *Handler) refuse(ctx context.Context, w http.ResponseWriter, res Result, err error) {
+	var ce *CapacityError
+	switch {
+	case errors.As(err, &ce):
+		h.logger.LogAttrs(ctx, slog.LevelWarn, "ezthrottle webhook: de-duplication capacity reached (WithMaxSeenIDs); delivery refused with 503",
+			slog.String("job_id", res.JobID), slog.Int("max_seen_ids", ce.Limit), slog.Duration("retry_after", ce.RetryAfter))
+		w.Header().Set("Retry-After", strconv.Itoa(int((ce.RetryAfter+time.Second-1)/time.Second)))
+		writeError(w, http.StatusServiceUnavailable, "dedup_full", "too many recent results to remember; retry later")
+	case errors.Is(err, errCallbackBusy):
+		h.logger.LogAttrs(ctx, slog.LevelWarn, "ezthrottle webhook: callback queue full; delivery refused with 503 (the engine redelivers it)",
+			slog.String("job_id", res.JobID), slog.Duration("waited", h.callbackWait))
+		writeError(w, http.StatusServiceUnavailable, "callback_busy", "receiver is busy; retry later")
+	case errors.Is(err, ErrClosed):
+		writeError(w, http.StatusServiceUnavailable, "closed", "webhook receiver is shutting down")
+	default: // the request's context ended: the client is gone or timed out
+		h.logger.LogAttrs(ctx, slog.LevelDebug, "ezthrottle webhook: delivery abandoned before it was accepted",
+			slog.String("job_id", res.JobID), slog.String("error", err.Error()))
+		writeError(w, http.StatusServiceUnavailable, "canceled", "request ended before the result was accepted")
+	}
 }
 
 func (h *Handler) tooLarge(ctx context.Context, w http.ResponseWriter, r *http.Request) {
@@ -240,27 +390,10 @@ func (h *Handler) isClosed() bool {
 	return h.closed
 }
 
-// enqueue passes res to the callback workers without ever blocking.
-func (h *Handler) enqueue(ctx context.Context, res Result, sc trace.SpanContext) {
-	if h.onResult == nil {
-		return
-	}
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	if h.closed {
-		return
-	}
-	select {
-	case h.queue <- queued{res: res.clone(), sc: sc}:
-	default:
-		h.logger.LogAttrs(ctx, slog.LevelWarn, "ezthrottle webhook: callback queue full; result not passed to the callback (it is still stored)",
-			slog.String("job_id", res.JobID))
-	}
-}
-
 func (h *Handler) worker() {
 	defer h.wg.Done()
 	for q := range h.queue {
+		<-h.slots
 		h.call(q.res, q.sc)
 	}
 }
@@ -284,6 +417,9 @@ func (h *Handler) call(res Result, sc trace.SpanContext) {
 func writeError(w http.ResponseWriter, status int, code, msg string) {
 	if sw, ok := w.(*statusWriter); ok {
 		sw.code = code
+	}
+	if status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", "1") // every 503 asks for a redelivery
 	}
 	writeJSON(w, status, map[string]string{"error": msg, "code": code})
 }

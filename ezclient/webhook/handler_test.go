@@ -233,52 +233,67 @@ func TestHandlerWaitBothForms(t *testing.T) {
 	assert.Equal(t, "order:42/a", r.IdempotentKey)
 }
 
-func TestHandlerCallbackCannotBlockOrCrash(t *testing.T) {
+func TestHandlerCallbackCannotCrashOrBeDropped(t *testing.T) {
 	var logs bytes.Buffer
 	var logMu sync.Mutex
 	logger := slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil))
 
 	release := make(chan struct{})
 	started := make(chan string, 10)
-	h, err := NewHandler(WithLogger(logger), WithCallbackConcurrency(1, 1), WithCallback(func(ctx context.Context, r Result) {
-		started <- r.JobID
-		if r.JobID == "panic" {
-			panic("callback bug")
-		}
-		if r.JobID == "block" {
-			select {
-			case <-release:
-			case <-ctx.Done():
+	h, err := NewHandler(WithLogger(logger), WithCallbackConcurrency(1, 1), WithCallbackWait(time.Millisecond),
+		WithCallback(func(ctx context.Context, r Result) {
+			started <- r.JobID
+			if r.JobID == "panic" {
+				panic("callback bug")
 			}
-		}
-	}))
+			if r.JobID == "block" {
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+			}
+		}))
 	require.NoError(t, err)
 
-	deliver := func(id string) int {
-		return post(t, h, `{"job_id":"`+id+`","status":"completed","response_status":200}`, "", time.Time{}).Code
+	deliver := func(id string) *httptest.ResponseRecorder {
+		return post(t, h, `{"job_id":"`+id+`","status":"completed","response_status":200}`, "", time.Time{})
 	}
-	require.Equal(t, 200, deliver("panic"))
+	require.Equal(t, 200, deliver("panic").Code)
 	assert.Equal(t, "panic", <-started)
-	require.Equal(t, 200, deliver("block")) // occupies the only worker
+	require.Equal(t, 200, deliver("block").Code) // occupies the only worker
 	assert.Equal(t, "block", <-started)
-	require.Equal(t, 200, deliver("queued")) // fills the queue of 1
-	require.Equal(t, 200, deliver("dropped"), "a full callback queue never delays the answer")
-	for _, id := range []string{"panic", "block", "queued", "dropped"} {
+	require.Equal(t, 200, deliver("queued").Code) // fills the queue of 1
+
+	// The queue is full: the delivery is not acknowledged, and nothing of
+	// it is kept (the engine's redelivery must be taken as new).
+	rec := deliver("refused")
+	require.Equal(t, http.StatusServiceUnavailable, rec.Code, "a result that cannot reach the callback is never acknowledged")
+	assert.Equal(t, "1", rec.Header().Get("Retry-After"))
+	assert.Equal(t, "callback_busy", decodeReply(t, rec).Code)
+	_, ok := h.Store().Lookup(Key{JobID: "refused"})
+	assert.False(t, ok, "a refused result is not stored")
+	for _, id := range []string{"panic", "block", "queued"} {
 		_, ok := h.Store().Lookup(Key{JobID: id})
 		assert.True(t, ok, "%s stored", id)
 	}
+
 	close(release)
 	assert.Equal(t, "queued", <-started)
+	// The redelivery is new, and is handed over.
+	rec = deliver("refused")
+	require.Equal(t, 200, rec.Code, rec.Body.String())
+	assert.False(t, decodeReply(t, rec).Duplicate, "a refused delivery was not remembered")
+	assert.Equal(t, "refused", <-started)
 	require.NoError(t, h.Close())
-	assert.Empty(t, started, "the dropped result never reached the callback")
+	assert.Empty(t, started)
 
 	logMu.Lock()
 	out := logs.String()
 	logMu.Unlock()
 	assert.Contains(t, out, "callback panicked")
 	assert.Contains(t, out, "callback bug")
-	assert.Contains(t, out, "callback queue full")
-	assert.Contains(t, out, "job_id=dropped")
+	assert.Contains(t, out, "callback queue full; delivery refused with 503")
+	assert.Contains(t, out, "job_id=refused")
 	assert.Contains(t, out, "no secret configured")
 }
 
@@ -301,6 +316,7 @@ func TestHandlerCloseCancelsCallbacks(t *testing.T) {
 	rec := post(t, h, selfCompleted, "", time.Time{})
 	assert.Equal(t, http.StatusServiceUnavailable, rec.Code)
 	assert.Equal(t, "closed", decodeReply(t, rec).Code)
+	assert.Equal(t, "1", rec.Header().Get("Retry-After"))
 }
 
 func TestHandlerSharedStore(t *testing.T) {

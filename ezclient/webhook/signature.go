@@ -204,8 +204,14 @@ type Verifier struct {
 // secret, or else under the secondary. Comparisons are constant-time.
 // It returns nil or a *SignatureError.
 func (v *Verifier) Verify(header string, body []byte) error {
+	_, err := v.verify(header, body)
+	return err
+}
+
+// verify is Verify, also returning the accepted signature's timestamp.
+func (v *Verifier) verify(header string, body []byte) (time.Time, error) {
 	if v == nil {
-		return &SignatureError{Reason: ErrNoSecret}
+		return time.Time{}, &SignatureError{Reason: ErrNoSecret}
 	}
 	return verify(header, body, []string{v.Primary, v.Secondary}, v.Tolerance, v.Now)
 }
@@ -216,16 +222,18 @@ func (v *Verifier) Verify(header string, body []byte) error {
 // skipped; with none it fails with ErrNoSecret. Use a Verifier to set the
 // tolerance or the clock.
 func Verify(header string, body []byte, secrets ...string) error {
-	return verify(header, body, secrets, 0, nil)
+	_, err := verify(header, body, secrets, 0, nil)
+	return err
 }
 
-func verify(header string, body []byte, secrets []string, tol time.Duration, now func() time.Time) error {
+// verify checks the signature and returns its timestamp when it is valid.
+func verify(header string, body []byte, secrets []string, tol time.Duration, now func() time.Time) (time.Time, error) {
 	if !hasSecret(secrets) {
-		return &SignatureError{Reason: ErrNoSecret}
+		return time.Time{}, &SignatureError{Reason: ErrNoSecret}
 	}
 	sig, err := ParseSignature(header)
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	if now == nil {
 		now = time.Now
@@ -235,7 +243,7 @@ func verify(header string, body []byte, secrets []string, tol time.Duration, now
 	}
 	skew := now().Sub(sig.Timestamp)
 	if skew > tol || skew < -tol {
-		return &SignatureError{Reason: ErrExpired, Timestamp: sig.Timestamp, Skew: skew}
+		return time.Time{}, &SignatureError{Reason: ErrExpired, Timestamp: sig.Timestamp, Skew: skew}
 	}
 	ts := strconv.FormatInt(sig.Timestamp.Unix(), 10)
 	for _, secret := range secrets {
@@ -245,11 +253,11 @@ func verify(header string, body []byte, secrets []string, tol time.Duration, now
 		want := mac(secret, ts, body)
 		for _, got := range sig.V1 {
 			if hmac.Equal(want, got) {
-				return nil
+				return sig.Timestamp, nil
 			}
 		}
 	}
-	return &SignatureError{Reason: ErrMismatch, Timestamp: sig.Timestamp, Skew: skew}
+	return time.Time{}, &SignatureError{Reason: ErrMismatch, Timestamp: sig.Timestamp, Skew: skew}
 }
 
 func hasSecret(secrets []string) bool {

@@ -21,14 +21,19 @@ var ErrNoJobID = errors.New("webhook: result has no job ID")
 // Store keeps recent job results and hands them to waiters and subscribers.
 //
 // Results expire after a TTL and are bounded in number (oldest evicted
-// first); expiry is checked on every operation against the injectable
-// clock, so a Store starts no goroutines. A waiter finds a result whether it
+// first). The job IDs of accepted results are remembered apart from the
+// results, for the de-duplication window (WithDedupWindow, default 15 min,
+// never shorter than the TTL), in a bounded set (WithMaxSeenIDs): a
+// result evicted early by count is still recognised as a duplicate.
+// Expiry is checked on every operation against the injectable clock, so a
+// Store starts no goroutines. A waiter finds a result whether it
 // arrived before or after the wait began; a waiter whose context ends is
 // removed at once, leaving nothing behind. Safe for concurrent use. Create
 // one with NewStore; the zero value is not usable.
 type Store struct {
 	now    func() time.Time
 	ttl    time.Duration
+	window time.Duration // how long job IDs are remembered: >= ttl
 	max    int
 	subBuf int
 	logger *slog.Logger
@@ -44,6 +49,7 @@ type Store struct {
 	keyWaiters map[string]map[*waiter]struct{}
 	subs       map[*subscription]struct{}
 	dropped    uint64
+	seen       *seenSet // job IDs accepted within the window, and pending ones
 }
 
 type entry struct {
@@ -63,15 +69,19 @@ type subscription struct {
 }
 
 // NewStore returns an empty Store. It honours WithTTL, WithMaxResults,
-// WithSubscriberBuffer, WithClock and WithLogger.
+// WithDedupWindow, WithMaxSeenIDs, WithSubscriberBuffer, WithClock and
+// WithLogger.
 func NewStore(opts ...Option) *Store {
 	return newStore(newConfig(opts))
 }
 
 func newStore(c *config) *Store {
+	window := max(c.dedupWindow, c.ttl)
 	return &Store{
 		now:        c.now,
 		ttl:        c.ttl,
+		window:     window,
+		seen:       newSeenSet(window, c.maxSeenIDs),
 		max:        c.maxResults,
 		subBuf:     c.subBuffer,
 		logger:     c.logger,
@@ -87,27 +97,100 @@ func newStore(c *config) *Store {
 // Add stores r and hands a copy to every waiter it matches and every
 // subscriber. ReceivedAt is set from the clock when zero.
 //
-// It returns false, and changes nothing, when a result for r.JobID is
-// already stored: that is a duplicate delivery. It fails with ErrNoJobID
-// for a result without a job ID and with ErrClosed after Close.
+// It returns false, and changes nothing, when r.JobID was already added
+// within the de-duplication window (WithDedupWindow; job IDs are
+// remembered longer than results, so this holds even after the first
+// result was evicted by count or TTL): that is a duplicate delivery. It
+// fails with ErrNoJobID for a result without a job ID, with a
+// *CapacityError (ErrDedupFull) when the Store already remembers as many
+// job IDs as WithMaxSeenIDs allows, and with ErrClosed after Close. While
+// a Handler is processing a delivery of the same job ID, Add waits for it.
 func (s *Store) Add(r Result) (added bool, err error) {
-	if r.JobID == "" {
-		return false, ErrNoJobID
+	c, dup, err := s.reserve(context.Background(), r.JobID)
+	if err != nil || dup {
+		return false, err
 	}
+	if err := s.commit(c, r, time.Time{}); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// claim is a delivery's hold on a job ID, from the duplicate check to the
+// decision to accept the delivery (commit) or refuse it (release). While
+// it is held, other deliveries of the same ID wait for the decision.
+type claim struct{ h idHash }
+
+// reserve claims id for one delivery. It reports dup when the ID is
+// remembered; it waits (bounded by ctx) while another delivery of the ID
+// holds a claim, then decides again. Errors: ErrNoJobID, ErrClosed, a
+// *CapacityError, or ctx's error.
+func (s *Store) reserve(ctx context.Context, id string) (c claim, dup bool, err error) {
+	if id == "" {
+		return claim{}, false, ErrNoJobID
+	}
+	h := s.seen.hash(id)
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return claim{}, false, ErrClosed
+		}
+		now := s.now()
+		s.sweep(now)
+		if s.seen.seen(h, now) {
+			s.mu.Unlock()
+			return claim{}, true, nil
+		}
+		ch, busy := s.seen.waitFor(h)
+		if !busy {
+			err := s.seen.full(now)
+			if err == nil {
+				s.seen.claim(h)
+			}
+			s.mu.Unlock()
+			return claim{h: h}, false, err
+		}
+		s.mu.Unlock()
+		select {
+		case <-ch: // decided: look again
+		case <-ctx.Done():
+			return claim{}, false, ctx.Err()
+		}
+	}
+}
+
+// release gives up a claim: the delivery was refused, nothing of it is
+// remembered, and a redelivery will be taken as new.
+func (s *Store) release(c claim) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seen.settle(c.h)
+}
+
+// commit accepts the claimed delivery: its job ID is remembered until the
+// later of now + the de-duplication window and until (a Handler passes the
+// instant its signature stops verifying, so that a replay is refused for
+// as long as it could pass), and r is stored and handed to waiters and
+// subscribers. It fails only with ErrClosed.
+func (s *Store) commit(c claim, r Result, until time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return false, ErrClosed
+		return ErrClosed
 	}
 	now := s.now()
 	s.sweep(now)
-	if _, dup := s.byJob[r.JobID]; dup {
-		return false, nil
-	}
+	s.seen.settle(c.h)
+	s.seen.add(c.h, later(now.Add(s.window), until))
+
 	if r.ReceivedAt.IsZero() {
 		r.ReceivedAt = now
 	}
 	r = r.clone() // the caller keeps its own Header map
+	if old, ok := s.byJob[r.JobID]; ok {
+		s.evict(old) // a result kept longer than its ID (cannot happen: window >= TTL)
+	}
 	e := &entry{res: r, at: now}
 	s.byJob[r.JobID] = e
 	if r.IdempotentKey != "" {
@@ -134,7 +217,14 @@ func (s *Store) Add(r Result) (added bool, err error) {
 				slog.String("job_id", r.JobID))
 		}
 	}
-	return true, nil
+	return nil
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // wake hands r to every waiter in set and unregisters them. Called with mu
@@ -146,8 +236,8 @@ func (s *Store) wake(set map[*waiter]struct{}, r Result) {
 	}
 }
 
-// sweep evicts expired entries from the front of the insertion order.
-// Called with mu held.
+// sweep evicts expired results from the front of the insertion order and
+// forgets expired job IDs. Called with mu held.
 func (s *Store) sweep(now time.Time) {
 	for s.head < len(s.order) {
 		e := s.order[s.head]
@@ -159,6 +249,7 @@ func (s *Store) sweep(now time.Time) {
 		s.head++
 	}
 	s.compact()
+	s.seen.sweep(now)
 }
 
 func (s *Store) expired(e *entry, now time.Time) bool { return now.Sub(e.at) >= s.ttl }
@@ -404,5 +495,6 @@ func (s *Store) Close() error {
 	clear(s.byJob)
 	clear(s.byKey)
 	s.order, s.head = nil, 0
+	s.seen.clear()
 	return nil
 }

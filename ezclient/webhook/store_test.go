@@ -152,10 +152,15 @@ func TestStoreTTLEviction(t *testing.T) {
 	assert.True(t, ok)
 	assert.Equal(t, 1, s.Len())
 
-	// After expiry a redelivery is accepted again (no longer a duplicate).
+	// The result has expired, its job ID has not: a redelivery is still a
+	// duplicate, for the de-duplication window.
 	added, err := s.Add(res("job_1", "key_1"))
 	require.NoError(t, err)
-	assert.True(t, added)
+	assert.False(t, added, "job IDs outlive a short TTL")
+	clk.Advance(DefaultDedupWindow - time.Minute) // job_1 accepted exactly one window ago
+	added, err = s.Add(res("job_1", "key_1"))
+	require.NoError(t, err)
+	assert.True(t, added, "accepted again after the window")
 
 	// A waiter that starts after expiry does not get the old result.
 	clk.Advance(2 * time.Minute)
