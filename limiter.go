@@ -23,12 +23,30 @@ const (
 // and a cap on requests in flight. A slot in flight is held from the start
 // of the round trip until the response body is closed, or the round trip
 // fails.
+//
+// The MemoryLimiter keeps the bucket as a schedule (GCRA, virtual
+// scheduling): each admitted request moves the host's theoretical arrival
+// time on by Cost/Rate, and a request may start when that schedule allows
+// it, so a waiter that wakes late (a busy CPU, a delayed timer) is charged
+// at its slot, not at the moment it woke, and does not push the slots of
+// the requests after it. Over any period the host sees at most
+// Rate × period + Burst requests.
+//
+// Catch-up after a stall is bounded: when a queued request starts later
+// than its slot, the lateness is forgiven up to Burst/Rate (the requests
+// after it keep their slots); anything later is lost, as for an idle
+// bucket. So after a stall of any length at most Burst requests beyond
+// what a full bucket allows start back to back (at most 2 × Burst in all),
+// never the whole backlog. A request that waited for a free slot in flight
+// (MaxInFlight) rather than for its slot in the schedule gets no catch-up.
 type Limit struct {
-	// Rate is the sustained pace in requests per second; math.Inf(1) means
-	// no pacing. It must be positive.
+	// Rate is the sustained pace in requests per second (in cost units per
+	// second when admissions carry a Cost); math.Inf(1) means no pacing. It
+	// must be positive.
 	Rate float64
-	// Burst is how many requests may start back to back after an idle
-	// period; 0 means 1.
+	// Burst is how many requests (cost units) may start back to back after
+	// an idle period; 0 means 1. A request whose Cost exceeds Burst can
+	// never start: it fails at once with a *CostError.
 	Burst int
 	// MaxInFlight caps the requests in flight; 0 means no cap.
 	MaxInFlight int
@@ -81,6 +99,21 @@ type Admission struct {
 	// ends after Deadline, and must stop waiting when Deadline passes; in
 	// both cases it returns a *ThrottleError.
 	Deadline time.Time
+	// Cost is what the request uses of the host's bucket, in the unit of
+	// Limit.Rate and Limit.Burst: 0 means 1 (one request). A limiter
+	// charges Cost/Rate seconds of the host's schedule for it. A Cost
+	// above the bucket's size (Limit.Burst) can never be admitted, and a
+	// negative, NaN or infinite Cost is invalid: both fail at once with a
+	// *CostError. A weighted request still takes one slot in flight.
+	Cost float64
+}
+
+// cost returns a's cost, 0 meaning 1.
+func (a *Admission) cost() float64 {
+	if a.Cost == 0 {
+		return 1
+	}
+	return a.Cost
 }
 
 // Permit is a request's slot in flight, granted by a Limiter.
@@ -121,7 +154,47 @@ var (
 	// ErrMaxWait: the wait would exceed the Transport's maximum wait
 	// (WithMaxWait). It is the Cause of such a *ThrottleError.
 	ErrMaxWait = errors.New("ezthrottle: wait exceeds the maximum wait")
+	// ErrCostExceedsBurst: a request costs more than its host's bucket can
+	// ever hold, so it could never start (*CostError).
+	ErrCostExceedsBurst = errors.New("ezthrottle: request cost exceeds the host's burst")
+	// ErrInvalidCost: a request's cost is negative, NaN or infinite
+	// (*CostError).
+	ErrInvalidCost = errors.New("ezthrottle: invalid request cost")
 )
+
+// CostError reports a request that can never be admitted because of its
+// Admission.Cost: it is invalid (errors.Is(err, ErrInvalidCost)) or larger
+// than the host's burst (errors.Is(err, ErrCostExceedsBurst)). It is
+// returned at once, without waiting.
+type CostError struct {
+	// Host is the host key.
+	Host string
+	// Cost is the request's cost.
+	Cost float64
+	// Burst is the size of the host's bucket (the limit in force).
+	Burst float64
+}
+
+// Error describes the cost and the bucket.
+func (e *CostError) Error() string {
+	if e.invalid() {
+		return fmt.Sprintf("ezthrottle: %s: invalid request cost %v (must be a finite number, not negative)", e.Host, e.Cost)
+	}
+	return fmt.Sprintf("ezthrottle: %s: request cost %v exceeds the host's burst %v: it can never be admitted", e.Host, e.Cost, e.Burst)
+}
+
+func (e *CostError) invalid() bool {
+	return e.Cost < 0 || math.IsNaN(e.Cost) || math.IsInf(e.Cost, 0)
+}
+
+// Is makes errors.Is(err, ErrInvalidCost) or errors.Is(err,
+// ErrCostExceedsBurst) true, as the case may be.
+func (e *CostError) Is(target error) bool {
+	if e.invalid() {
+		return target == ErrInvalidCost
+	}
+	return target == ErrCostExceedsBurst
+}
 
 // ThrottleError reports that a request did not start because its turn
 // would come (or did not come) before its deadline. errors.Is(err,

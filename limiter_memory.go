@@ -25,8 +25,9 @@ type MemoryLimiterConfig struct {
 	IdleTimeout time.Duration
 }
 
-// MemoryLimiter is the default, in-process Limiter: per host a token bucket,
-// a cap on requests in flight, a pause and a FIFO queue of waiters.
+// MemoryLimiter is the default, in-process Limiter: per host a token bucket
+// kept as a schedule (GCRA; see Limit), a cap on requests in flight, a
+// pause and a FIFO queue of waiters.
 //
 // The host table is sharded (no global lock on the hot path). State for idle
 // hosts is evicted when new hosts are added, so memory stays bounded by the
@@ -88,16 +89,29 @@ type hostState struct {
 	learnedRate  float64 // 0 = none
 	learnedSlots int     // 0 = none
 
-	// Times are nanoseconds since the limiter's epoch (see nanos).
-	tokens      float64
-	last        int64 // tokens were computed at last
-	pausedUntil int64 // 0: never paused
+	// The bucket is a schedule (GCRA, virtual scheduling). Times are
+	// nanoseconds since the limiter's epoch (see nanos). tat is the
+	// theoretical arrival time: a request of cost c may start at
+	// tat + (c - burst) × ival, and starting it moves tat on by c × ival
+	// (from the request's slot, not from when its goroutine woke; see
+	// Limit for the bound on catch-up). ival is the interval, in
+	// nanoseconds per cost unit, of rate, the pace tat was computed with
+	// (0: unpaced).
+	tat         int64
+	rate        float64
+	ival        float64
+	qcost       float64 // total cost of the queued waiters
+	pausedUntil int64   // 0: never paused
 	lastUsed    int64
 }
 
 type waiter struct {
 	prev, next *waiter
 	wake       chan struct{}
+	cost       float64
+	// slotWait is true when the waiter last waited for a free slot in
+	// flight, not for its slot in the schedule: it then gets no catch-up.
+	slotWait bool
 }
 
 func (m *MemoryLimiter) shard(key string) *limShard {
@@ -123,7 +137,7 @@ func (m *MemoryLimiter) host(key string, lim Limit) *hostState {
 		m.sweep(s, now)
 		s.nextSweep = now + int64(m.idle/2)
 	}
-	h = &hostState{cfg: lim, tokens: lim.burst(), last: now, lastUsed: now}
+	h = &hostState{cfg: lim, tat: now, lastUsed: now} // a full bucket
 	s.hosts[key] = h
 	return h
 }
@@ -132,7 +146,7 @@ func (m *MemoryLimiter) host(key string, lim Limit) *hostState {
 func (m *MemoryLimiter) sweep(s *limShard, now int64) {
 	for k, h := range s.hosts {
 		h.mu.Lock()
-		if h.inflight.Load() == 0 && h.head == nil && now >= h.pausedUntil && now-h.lastUsed >= int64(m.idle) {
+		if h.inflight.Load() == 0 && h.head == nil && now >= h.pausedUntil && now >= h.tat && now-h.lastUsed >= int64(m.idle) {
 			h.evicted = true
 			delete(s.hosts, k)
 		}
@@ -152,50 +166,63 @@ func (h *hostState) effective() (rate, burst float64, slots int) {
 	return
 }
 
-// refill brings the bucket up to now.
-func (h *hostState) refill(now int64, rate, burst float64) {
-	if math.IsInf(rate, 1) {
-		h.tokens, h.last = burst, now
-		return
+// pace returns the interval (nanoseconds per cost unit) of rate, 0 when
+// unpaced. When the rate in force has changed since tat was computed, the
+// part of the schedule not yet due is rescaled to the new rate: what was
+// charged stays charged, in cost units, and is paid for at the new pace
+// from now on (a learned rate applies to the very next request).
+func (h *hostState) pace(now int64, rate float64) float64 {
+	if rate != h.rate {
+		var iv float64
+		if !math.IsInf(rate, 1) {
+			iv = 1e9 / rate
+		}
+		switch {
+		case iv == 0:
+			h.tat = min(h.tat, now) // unpaced: no debt kept
+		case h.ival > 0 && h.tat > now:
+			h.tat = addNanos(now, float64(h.tat-now)*iv/h.ival)
+		}
+		h.rate, h.ival = rate, iv
 	}
-	if d := now - h.last; d > 0 {
-		h.tokens += float64(d) / 1e9 * rate
-		h.last = now
-	}
-	if h.tokens > burst {
-		h.tokens = burst
-	}
+	return h.ival
 }
 
-// tokenWait is how long until n requests can have started on rate and
-// pause alone (the bucket has been refilled to now).
-func (h *hostState) tokenWait(now int64, rate float64, n float64) time.Duration {
-	var base time.Duration
-	if h.pausedUntil > now {
-		base = time.Duration(h.pausedUntil - now)
+// due returns the earliest instant a request of cost c at the head of the
+// queue may start on the schedule and the pause.
+func (h *hostState) due(c, burst, ival float64) int64 {
+	d := h.pausedUntil
+	if ival > 0 {
+		if t := addNanos(h.tat, (c-burst)*ival); t > d {
+			d = t
+		}
 	}
-	if math.IsInf(rate, 1) {
-		return base
-	}
-	need := n - h.tokens
-	if need <= 0 {
-		return base
-	}
-	secs := need / rate
-	if secs > MaxSignalWait.Seconds() {
-		return MaxSignalWait
-	}
-	return base + time.Duration(math.Ceil(secs*1e9))
+	return d
 }
 
-func (h *hostState) admit(rate float64) {
-	if !math.IsInf(rate, 1) {
-		h.tokens--
+// charge admits a request of cost c: it takes a slot in flight and moves
+// the schedule on by c × ival from the later of tat and floor (the
+// earliest the request is deemed to have started; see Limit).
+func (h *hostState) charge(floor int64, c, ival float64) {
+	if ival > 0 {
+		h.tat = addNanos(max(h.tat, floor), c*ival)
 	}
 	h.inflight.Add(1)
 }
 
+// addNanos returns t + d, saturated to the int64 range.
+func addNanos(t int64, d float64) int64 {
+	switch s := float64(t) + d; {
+	case s > 9e18:
+		return math.MaxInt64
+	case s < -9e18:
+		return math.MinInt64
+	}
+	return t + int64(d)
+}
+
 func (h *hostState) enqueue(w *waiter) {
+	h.qcost += w.cost
 	w.prev = h.tail
 	if h.tail != nil {
 		h.tail.next = w
@@ -219,6 +246,9 @@ func (h *hostState) remove(w *waiter) {
 	}
 	w.prev, w.next = nil, nil
 	h.nwait.Add(-1)
+	if h.qcost -= w.cost; h.head == nil {
+		h.qcost = 0 // no drift from float sums
+	}
 }
 
 // wakeHead nudges the first waiter to re-evaluate its turn.
@@ -281,15 +311,21 @@ func (h *hostState) Release() {
 	}
 	if h.nwait.Load() > 0 {
 		h.mu.Lock()
-		h.wakeHead()
+		if h.head != nil && h.head.slotWait {
+			// Only a head waiting for a slot needs the news: one waiting
+			// for its slot in the schedule would wake for nothing.
+			h.wakeHead()
+		}
 		h.mu.Unlock()
 	}
 }
 
 // Acquire implements Limiter. Waiters of a host are served strictly in
-// arrival order. The predicted wait covers the pause and the token bucket
-// for every waiter ahead; a wait for a free slot in flight cannot be
-// predicted and is bounded by ctx and a.Deadline only.
+// arrival order, each at its slot in the host's schedule (see Limit). The
+// predicted wait covers the pause and the schedule of every waiter ahead;
+// a wait for a free slot in flight cannot be predicted and is bounded by
+// ctx and a.Deadline only. A cost the bucket can never hold fails at once
+// with a *CostError.
 func (m *MemoryLimiter) Acquire(ctx context.Context, a Admission) (Permit, error) {
 	return m.acquire(ctx, &a, nil)
 }
@@ -300,6 +336,10 @@ func (m *MemoryLimiter) Acquire(ctx context.Context, a Admission) (Permit, error
 func (m *MemoryLimiter) acquire(ctx context.Context, a *Admission, cache *atomic.Pointer[hostState]) (Permit, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	c := a.cost()
+	if c != 1 && (c < 0 || math.IsNaN(c) || math.IsInf(c, 0)) {
+		return nil, &CostError{Host: a.Key, Cost: c, Burst: a.Limit.burst()}
 	}
 	for {
 		var h *hostState
@@ -323,22 +363,32 @@ func (m *MemoryLimiter) acquire(ctx context.Context, a *Admission, cache *atomic
 		now := m.nanos()
 		h.cfg, h.lastUsed = a.Limit, now
 		rate, burst, slots := h.effective()
-		h.refill(now, rate, burst)
-		if h.head == nil && (slots == 0 || h.inflight.Load() < int64(slots)) && h.tokenWait(now, rate, 1) <= 0 {
-			h.admit(rate)
+		ival := h.pace(now, rate)
+		if h.head == nil && (slots == 0 || h.inflight.Load() < int64(slots)) && h.due(c, burst, ival) <= now && c <= burst {
+			h.charge(now, c, ival)
 			h.mu.Unlock()
 			return h, nil
 		}
-		wait := h.tokenWait(now, rate, float64(h.nwait.Load()+1))
+		if c > burst {
+			h.mu.Unlock()
+			return nil, &CostError{Host: a.Key, Cost: c, Burst: burst}
+		}
+		// Predicted start: after the pause, and after the waiters ahead
+		// have had their slots in the schedule.
+		at := h.pausedUntil
+		if ival > 0 {
+			at = max(at, addNanos(max(h.tat, now), (h.qcost+c-burst)*ival))
+		}
+		wait := time.Duration(max(at-now, 0))
 		deadline := int64(noDeadline)
 		if !a.Deadline.IsZero() {
 			deadline = m.toNanos(a.Deadline, now)
-			if now+int64(wait) > deadline {
+			if at > deadline {
 				h.mu.Unlock()
 				return nil, &ThrottleError{Host: a.Key, Wait: wait, Predicted: true}
 			}
 		}
-		w := &waiter{wake: make(chan struct{}, 1)}
+		w := &waiter{wake: make(chan struct{}, 1), cost: c}
 		h.enqueue(w)
 		return m.wait(ctx, h, w, a.Key, deadline, now)
 	}
@@ -350,30 +400,43 @@ func (m *MemoryLimiter) wait(ctx context.Context, h *hostState, w *waiter, key s
 	for {
 		now := m.nanos()
 		rate, burst, slots := h.effective()
-		h.refill(now, rate, burst)
-		d := time.Duration(-1) // -1: no timer, wait for a wake-up
+		ival := h.pace(now, rate)
+		at := int64(-1) // the instant to wake at; -1: wait for a wake-up
 		if h.head == w {
-			if td := h.tokenWait(now, rate, 1); td > 0 {
-				d = td
+			if w.cost > burst { // the limit shrank under the waiter
+				h.remove(w)
+				h.wakeHead()
+				h.mu.Unlock()
+				return nil, &CostError{Host: key, Cost: w.cost, Burst: burst}
+			}
+			if due := h.due(w.cost, burst, ival); due > now {
+				at, w.slotWait = due, false
 			} else if slots == 0 || h.inflight.Load() < int64(slots) {
-				h.admit(rate)
+				// Charge the request at its slot, not at this (possibly
+				// late) wake-up, within the catch-up bound of Limit.
+				floor := now
+				if !w.slotWait {
+					floor = addNanos(now, -burst*ival)
+				}
+				h.charge(floor, w.cost, ival)
 				h.remove(w)
 				h.lastUsed = now
 				h.wakeHead() // the next waiter may go too (burst, free slots)
 				h.mu.Unlock()
 				return h, nil
+			} else {
+				w.slotWait = true
 			}
 		}
 		if deadline != noDeadline {
-			left := time.Duration(deadline - now)
-			if left <= 0 {
+			if deadline <= now {
 				h.remove(w)
 				h.wakeHead()
 				h.mu.Unlock()
 				return nil, &ThrottleError{Host: key, Wait: time.Duration(now - start)}
 			}
-			if d < 0 || left < d {
-				d = left
+			if at < 0 || deadline < at {
+				at = deadline
 			}
 		}
 		h.mu.Unlock()
@@ -381,10 +444,10 @@ func (m *MemoryLimiter) wait(ctx context.Context, h *hostState, w *waiter, key s
 			t  Timer
 			tc <-chan time.Time
 		)
-		if d >= 0 {
+		if at >= 0 {
 			// Aim at the instant computed above: time spent since now was
 			// read (or a test clock advanced meanwhile) must not delay it.
-			t = NewTimerAt(m.clock, m.timeOf(now+int64(d)))
+			t = NewTimerAt(m.clock, m.timeOf(at))
 			tc = t.C()
 		}
 		select {
@@ -425,9 +488,9 @@ func (m *MemoryLimiter) Learn(_ context.Context, key string, s Signals) {
 		now := m.nanos()
 		h.lastUsed = now
 		if s.HasRPS && s.RPS > 0 && !math.IsNaN(s.RPS) {
-			rate, burst, _ := h.effective()
-			h.refill(now, rate, burst)
 			h.learnedRate = s.RPS
+			rate, _, _ := h.effective()
+			h.pace(now, rate) // rescale the schedule at once
 		}
 		if s.HasMaxConcurrent && s.MaxConcurrent > 0 {
 			h.learnedSlots = s.MaxConcurrent
@@ -435,7 +498,10 @@ func (m *MemoryLimiter) Learn(_ context.Context, key string, s Signals) {
 		if !s.PauseUntil.IsZero() {
 			if pu := m.toNanos(s.PauseUntil, now); pu > now && pu > h.pausedUntil {
 				h.pausedUntil = pu
-				h.tokens, h.last = 1, pu
+				// Resume one at a time at the pace: the bucket holds
+				// one request at pu.
+				rate, burst, _ := h.effective()
+				h.tat = max(h.tat, addNanos(pu, (burst-1)*h.pace(now, rate)))
 			}
 		}
 		h.wakeHead()

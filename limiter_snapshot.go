@@ -3,7 +3,6 @@ package ezthrottle
 import (
 	"math"
 	"runtime"
-	"time"
 )
 
 // The MemoryLimiter's read side for the live view. It is kept apart from
@@ -68,14 +67,12 @@ func (m *MemoryLimiter) readHost(key string, h *hostState) limiterHost {
 	return lh
 }
 
-// level is the bucket's level at now without changing it (h.mu held).
+// level is the bucket's level at now without changing it (h.mu held): the
+// cost units that could start at once on the schedule (GCRA: burst less the
+// schedule's debt beyond now).
 func (h *hostState) level(now int64, rate, burst float64) float64 {
-	if math.IsInf(rate, 1) {
+	if math.IsInf(rate, 1) || h.ival == 0 || h.tat <= now {
 		return burst
 	}
-	tok := h.tokens
-	if d := now - h.last; d > 0 {
-		tok += float64(d) / float64(time.Second) * rate
-	}
-	return math.Min(tok, burst)
+	return math.Max(0, burst-float64(h.tat-now)/h.ival)
 }
