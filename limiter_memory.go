@@ -361,6 +361,9 @@ func (m *MemoryLimiter) acquire(ctx context.Context, a *Admission, cache *atomic
 			continue
 		}
 		now := m.nanos()
+		if h.cfg != a.Limit && h.head != nil {
+			h.wakeHead() // the new limit applies to the waiters too
+		}
 		h.cfg, h.lastUsed = a.Limit, now
 		rate, burst, slots := h.effective()
 		ival := h.pace(now, rate)
@@ -474,9 +477,19 @@ func (m *MemoryLimiter) wait(ctx context.Context, h *hostState, w *waiter, key s
 // this host until its state is evicted; a pause holds every request to the
 // host until PauseUntil (a later pause extends it, an earlier one is
 // ignored). After a pause requests resume one at a time at the host's pace.
+//
+// Available lowers the bucket of a tracked host to that many cost units
+// (the schedule moves on so that no more can start at once); it never
+// raises it, and is ignored for a host not tracked.
 func (m *MemoryLimiter) Learn(_ context.Context, key string, s Signals) {
 	if !s.HasRPS && !s.HasMaxConcurrent && s.PauseUntil.IsZero() {
+		if s.HasAvailable {
+			m.lower(key, s.Available)
+		}
 		return
+	}
+	if s.HasAvailable {
+		defer m.lower(key, s.Available)
 	}
 	for {
 		h := m.host(key, DefaultLimit())
@@ -508,6 +521,32 @@ func (m *MemoryLimiter) Learn(_ context.Context, key string, s Signals) {
 		h.mu.Unlock()
 		return
 	}
+}
+
+// lower caps the bucket of a tracked host at avail cost units.
+func (m *MemoryLimiter) lower(key string, avail float64) {
+	if math.IsNaN(avail) {
+		return
+	}
+	s := m.shard(key)
+	s.mu.RLock()
+	h := s.hosts[key]
+	s.mu.RUnlock()
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.evicted {
+		return
+	}
+	now := m.nanos()
+	rate, burst, _ := h.effective()
+	ival := h.pace(now, rate)
+	if ival == 0 || avail >= burst {
+		return
+	}
+	h.tat = max(h.tat, addNanos(now, (burst-max(avail, 0))*ival))
 }
 
 // HostStats is a snapshot of one host's throttle state.

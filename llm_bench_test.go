@@ -93,7 +93,8 @@ func (b *llmBatch) run(c *http.Client, url string) (limited int64, took time.Dur
 //
 //	go test -run '^$' -bench LLMBudget -benchtime 1x .
 //
-// EZTHROTTLE_LLM_BENCH_SCALE=10 multiplies the limits by 10 (a 4.5 s run).
+// EZTHROTTLE_LLM_BENCH_SCALE=N multiplies the limits and the batch by N
+// (more requests, the same duration).
 func BenchmarkLLMBudget(b *testing.B) {
 	scale := int64(1)
 	if v, err := strconv.Atoi(os.Getenv("EZTHROTTLE_LLM_BENCH_SCALE")); err == nil && v > 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -161,8 +162,12 @@ type llmHost struct {
 
 // modelBudget is one model's learned sizes and in-flight charges.
 type modelBudget struct {
-	size     TokenBudget
-	inflight [numBudgetKinds]int64
+	size TokenBudget
+	// flight holds the charges of the requests in flight, in the order
+	// they were sent (seq increasing); done entries are dropped from the
+	// front.
+	flight  []flightEntry
+	nextSeq uint64
 	// For the template (model ""): the remaining counts announced for a
 	// request whose model was not known, and when. A model first seen
 	// after that starts with its bucket lowered to them (refilled since),
@@ -172,12 +177,41 @@ type modelBudget struct {
 	remAt  time.Time
 }
 
+// flightEntry is one request in flight.
+type flightEntry struct {
+	seq  uint64
+	cost TokenCost
+	done bool
+}
+
+// find returns the index of seq in flight, -1 when gone.
+func (mb *modelBudget) find(seq uint64) int {
+	i := sort.Search(len(mb.flight), func(i int) bool { return mb.flight[i].seq >= seq })
+	if i < len(mb.flight) && mb.flight[i].seq == seq {
+		return i
+	}
+	return -1
+}
+
+// sentAfter sums, for kind k, the charges of the requests in flight sent
+// after seq: the API's count at the answer to seq may not hold them yet.
+// Requests sent before it are taken as counted (the API saw them first).
+func (mb *modelBudget) sentAfter(seq uint64, k BudgetKind) int64 {
+	var n int64
+	for i := len(mb.flight) - 1; i >= 0 && mb.flight[i].seq > seq; i-- {
+		if !mb.flight[i].done {
+			n += mb.flight[i].cost.of(k)
+		}
+	}
+	return n
+}
+
 // budgetUse is one request's charges, released when its response arrives.
 type budgetUse struct {
 	host  *llmHost
 	model string
 	cost  TokenCost
-	known bool // cost estimated (model known)
+	seq   uint64 // its place in the model's flight
 	done  bool
 }
 
@@ -354,12 +388,11 @@ func (t *Transport) acquireBudgets(ctx context.Context, req *http.Request, lh *l
 		}
 		p.Release() // a budget has no in-flight cap
 	}
-	u := &budgetUse{host: lh, model: cost.Model, cost: cost, known: ok}
 	lh.mu.Lock()
 	mb := lh.model(cost.Model)
-	for k := BudgetRequests; k < numBudgetKinds; k++ {
-		mb.inflight[k] += cost.of(k)
-	}
+	mb.nextSeq++
+	u := &budgetUse{host: lh, model: cost.Model, cost: cost, seq: mb.nextSeq}
+	mb.flight = append(mb.flight, flightEntry{seq: u.seq, cost: cost})
 	lh.mu.Unlock()
 	return out, u, nil
 }
@@ -386,8 +419,15 @@ func (u *budgetUse) settle() {
 	u.done = true
 	u.host.mu.Lock()
 	mb := u.host.model(u.model)
-	for k := BudgetRequests; k < numBudgetKinds; k++ {
-		mb.inflight[k] -= u.cost.of(k)
+	if i := mb.find(u.seq); i >= 0 {
+		mb.flight[i].done = true
+	}
+	n := 0
+	for n < len(mb.flight) && mb.flight[n].done {
+		n++
+	}
+	if n > 0 {
+		mb.flight = append(mb.flight[:0], mb.flight[n:]...)
 	}
 	u.host.mu.Unlock()
 }
@@ -433,10 +473,7 @@ func (t *Transport) learnBudgets(ctx context.Context, hi *hostInfo, u *budgetUse
 			mb.rem[s.Kind], mb.hasRem[s.Kind], mb.remAt = s.Remaining, true, now
 		}
 		if s.HasRemaining && u != nil {
-			others := mb.inflight[s.Kind] - u.cost.of(s.Kind)
-			if others < 0 {
-				others = 0
-			}
+			others := mb.sentAfter(u.seq, s.Kind)
 			fix = append(fix, correction{budgetKey(lh.key, model, s.Kind), float64(s.Remaining - others)})
 		}
 	}

@@ -129,7 +129,7 @@ func TestBudgetOverWhole(t *testing.T) {
 	var sent atomic.Int32
 	base := rtFunc(func(r *http.Request) (*http.Response, error) {
 		sent.Add(1)
-		return respond(r, 200, "{}", "x-ratelimit-limit-tokens", "1000", "x-ratelimit-remaining-tokens", "1000")
+		return respond(r, 200, "{}", "x-ratelimit-limit-tokens", "1000", "x-ratelimit-remaining-tokens", "1000"), nil
 	})
 	tr := mustNew(t, ezthrottle.WithBase(base), ezthrottle.WithClock(clk))
 	c := &http.Client{Transport: tr}
@@ -176,7 +176,7 @@ func TestBudgetConfiguredPerModel(t *testing.T) {
 	var sent atomic.Int32
 	base := rtFunc(func(r *http.Request) (*http.Response, error) {
 		sent.Add(1)
-		return respond(r, 200, "{}")
+		return respond(r, 200, "{}"), nil
 	})
 	tr := mustNew(t, ezthrottle.WithBase(base), ezthrottle.WithClock(clk), ezthrottle.WithDefaultLimit(ezthrottle.Unlimited()),
 		ezthrottle.WithTokenBudget("*.gw.test", "", ezthrottle.TokenBudget{TokensPerMinute: 600}),
@@ -205,10 +205,10 @@ func TestBudgetNoCostWithoutHeaders(t *testing.T) {
 	body := newTrackedBody(chat("m", 10, 10))
 	base := rtFunc(func(r *http.Request) (*http.Response, error) {
 		if r.URL.Host == "llm.test" {
-			return respond(r, 200, "{}", "x-ratelimit-limit-tokens", "1000", "x-ratelimit-remaining-tokens", "900")
+			return respond(r, 200, "{}", "x-ratelimit-limit-tokens", "1000", "x-ratelimit-remaining-tokens", "900"), nil
 		}
 		sawOriginal.Store(r.Body == body && body.read.Load() == 0)
-		return respond(r, 200, "{}")
+		return respond(r, 200, "{}"), nil
 	})
 	tr := mustNew(t, ezthrottle.WithBase(base), ezthrottle.WithDefaultLimit(ezthrottle.Unlimited()))
 	c := &http.Client{Transport: tr}
@@ -230,7 +230,7 @@ func TestBudgetBodyIntact(t *testing.T) {
 	base := rtFunc(func(r *http.Request) (*http.Response, error) {
 		b, _ := io.ReadAll(r.Body)
 		got = append(got, string(b))
-		return respond(r, 200, "{}", "x-ratelimit-limit-tokens", "100000", "x-ratelimit-remaining-tokens", "99000")
+		return respond(r, 200, "{}", "x-ratelimit-limit-tokens", "100000", "x-ratelimit-remaining-tokens", "99000"), nil
 	})
 	tr := mustNew(t, ezthrottle.WithBase(base), ezthrottle.WithDefaultLimit(ezthrottle.Unlimited()))
 	for _, getBody := range []bool{true, true, false} {
