@@ -125,6 +125,8 @@ type config struct {
 	capInFlight  int
 	idleTimeout  time.Duration
 
+	answerTimeout time.Duration
+
 	submitter        Submitter
 	forwardStatuses  statusSet
 	forwardNetwork   bool
@@ -383,6 +385,24 @@ func WithMaxForwardBody(n int64) Option {
 	}
 }
 
+// WithAnswerTimeout bounds how long the Transport reads an upstream answer
+// that has a forwarding status before it forwards the request (default
+// DefaultAnswerTimeout), and how long it drains a response body it
+// discards. The read never outlasts the request's context either. An
+// answer that has not arrived within it (up to 64 KiB, see the
+// README's Forwarding section) is not forwarded: the caller receives the
+// response at once, its body yielding the bytes already read followed by
+// the rest of the stream.
+func WithAnswerTimeout(d time.Duration) Option {
+	return func(c *config) {
+		if d <= 0 {
+			c.fail("ezthrottle: WithAnswerTimeout(%v): must be positive", d)
+			return
+		}
+		c.answerTimeout = d
+	}
+}
+
 // WithForwardHeaders restricts the request headers copied into a job to the
 // named ones (case-insensitive). By default every header is copied except
 // hop-by-hop headers, Host and Content-Length.
@@ -497,6 +517,7 @@ func newConfig(opts []Option) (config, error) {
 		forwardOverflow: true,
 		maxBody:         DefaultMaxForwardBody,
 		keyStrategy:     HashKeys(),
+		answerTimeout:   DefaultAnswerTimeout,
 	}
 	for _, code := range DefaultForwardStatuses() {
 		c.forwardStatuses.add(code)
