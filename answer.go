@@ -30,8 +30,19 @@ const (
 
 // bgResult is the outcome of one Read made by a backgroundReader.
 type bgResult struct {
-	n   int
-	err error
+	n          int
+	err        error
+	panicked   bool
+	panicValue any
+}
+
+// get returns the outcome, re-raising the Read's panic in the caller's
+// goroutine.
+func (r bgResult) get() bgResult {
+	if r.panicked {
+		panic(r.panicValue)
+	}
+	return r
 }
 
 // backgroundReader performs the Reads of src in a goroutine of its own, so
@@ -54,9 +65,21 @@ func newBackgroundReader(src io.Reader) *backgroundReader {
 
 func (b *backgroundReader) loop() {
 	for p := range b.req {
-		n, err := b.src.Read(p)
-		b.res <- bgResult{n, err}
+		b.res <- b.read(p)
 	}
+}
+
+// read makes one Read; a panic in it is carried to the goroutine waiting
+// for the result (see bgResult.value), where it goes on as it would have
+// without the background goroutine, instead of crashing the program.
+func (b *backgroundReader) read(p []byte) (r bgResult) {
+	defer func() {
+		if v := recover(); v != nil {
+			r = bgResult{panicked: true, panicValue: v}
+		}
+	}()
+	n, err := b.src.Read(p)
+	return bgResult{n: n, err: err}
 }
 
 // stop ends the goroutine once its pending Read (if any) has returned.
@@ -134,7 +157,11 @@ func (t *Transport) readWithin(ctx context.Context, src io.ReadCloser, limit int
 		}
 		bg.req <- p
 		select {
-		case r := <-bg.res:
+		case res := <-bg.res:
+			if res.panicked {
+				bg.stop()
+			}
+			r := res.get()
 			if keep {
 				buf = buf[:len(buf)+r.n]
 			}
@@ -181,8 +208,9 @@ type pendingTail struct {
 
 func (t *pendingTail) Read(q []byte) (int, error) {
 	if !t.waited {
-		r := <-t.bg.res // the caller's own Read now: it waits as long as the body does
+		res := <-t.bg.res // the caller's own Read now: it waits as long as the body does
 		t.bg.stop()
+		r := res.get()
 		t.waited, t.data, t.err, t.p = true, t.p[:r.n], r.err, nil
 	}
 	if len(t.data) > 0 {

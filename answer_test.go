@@ -294,3 +294,23 @@ func TestLargeAnswerReadableWhenEngineHangs(t *testing.T) {
 	require.NoError(t, resp.Body.Close())
 	assert.ErrorIs(t, rcpt.Err(), context.DeadlineExceeded, "the submission ran out of its share")
 }
+
+type panicBody struct{}
+
+func (panicBody) Read([]byte) (int, error) { panic("body exploded") }
+func (panicBody) Close() error             { return nil }
+
+// A body whose Read panics panics the caller, as it did before the read
+// moved to a goroutine of its own (not the whole program), and the slot is
+// freed.
+func TestAnswerReadPanicReachesTheCaller(t *testing.T) {
+	tr := mustNew(t, ezthrottle.WithForwarding(&fakeSubmitter{}),
+		ezthrottle.WithDefaultLimit(ezthrottle.Limit{Rate: 1e9, MaxInFlight: 1}),
+		ezthrottle.WithBase(rtFunc(func(r *http.Request) (*http.Response, error) {
+			resp := respond(r, 503, "")
+			resp.Body, resp.ContentLength = panicBody{}, -1
+			return resp, nil
+		})))
+	mustPanic(t, func() { _, _ = tr.RoundTrip(newReq(t, context.Background(), http.MethodGet, reviewURL, nil)) })
+	assert.Equal(t, 0, reviewInFlight(t, tr))
+}
