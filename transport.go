@@ -101,8 +101,10 @@ type Submitter interface {
 	Submit(ctx context.Context, job *ezclient.Job) (*ezclient.Submission, error)
 }
 
-// SubmitterFunc adapts a function to Submitter (for example to submit to
-// an in-process engine, or to decorate *ezclient.Client).
+// SubmitterFunc adapts a function to Submitter, for example to submit to
+// an in-process engine. A function says nothing of the engine it submits
+// to: use its WithDialect method for a self-hosted engine, and
+// DecorateSubmitter to decorate an *ezclient.Client (see SubmitterDialect).
 type SubmitterFunc func(ctx context.Context, job *ezclient.Job) (*ezclient.Submission, error)
 
 // Submit calls f.
@@ -565,10 +567,7 @@ func newTransport(c config) *Transport {
 	t.tel = newTelemetry(c.tel, c.clock)
 	t.obs = t.tel
 	t.tel.registerGauges(t)
-	t.jobMeta = true
-	if cl, ok := c.submitter.(*ezclient.Client); ok && cl.Dialect() == ezclient.DialectSelfHosted {
-		t.jobMeta = false // self-hosted jobs have no metadata
-	}
+	t.jobMeta = SubmitterDialect(c.submitter) != ezclient.DialectSelfHosted // self-hosted jobs have no metadata
 	return t
 }
 
