@@ -56,6 +56,13 @@
 // KeyStrategy documents. A request whose context carries
 // ezclient.SuppressForwarding is throttled but never forwarded.
 //
+// An answer with a forwarding status is read (up to 64 KiB) for at most
+// WithAnswerTimeout before the request is forwarded: an answer that
+// trickles is returned as it is, not forwarded. While a larger answer waits
+// on the connection, the submission keeps a quarter of the time left before
+// the request's deadline back, for the caller to read that answer should
+// forwarding fail.
+//
 // The caller receives a synthetic 202 Accepted (IsForwarded,
 // JobFromResponse), or a *ForwardedError with WithForwardedError; a Receipt
 // planted with WithReceipt reports the job even through SDKs that hide the
