@@ -1,7 +1,6 @@
 package ezthrottle
 
 import (
-	"bytes"
 	"io"
 	"net/http"
 	"sync"
@@ -168,16 +167,6 @@ func closeRequestBody(req *http.Request) {
 	}
 }
 
-// drainClose discards up to 64 KiB of a response body, so its connection
-// can be reused, and closes it.
-func drainClose(rc io.ReadCloser) {
-	if rc == nil {
-		return
-	}
-	_, _ = io.CopyN(io.Discard, rc, 64<<10)
-	_ = rc.Close()
-}
-
 // readLimited reads all of r, failing with ErrBodyTooLarge beyond max bytes.
 func readLimited(r io.Reader, max int64) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(r, max+1))
@@ -189,40 +178,3 @@ func readLimited(r io.Reader, max int64) ([]byte, error) {
 	}
 	return b, nil
 }
-
-// bufferBody reads resp's body into memory when it has at most limit bytes,
-// closes the upstream body and replaces it by the bytes read, reporting
-// true: the response then no longer depends on the connection. A larger
-// body (or one failing to read) is left readable from the start, as it was,
-// and false is returned.
-func bufferBody(resp *http.Response, limit int64) bool {
-	if resp.Body == http.NoBody {
-		return true
-	}
-	if resp.ContentLength > limit {
-		return false
-	}
-	orig := resp.Body
-	b, err := io.ReadAll(io.LimitReader(orig, limit+1))
-	if err == nil && int64(len(b)) <= limit {
-		_ = orig.Close()
-		resp.Body = io.NopCloser(bytes.NewReader(b))
-		return true
-	}
-	rest := io.Reader(orig)
-	if err != nil {
-		rest = errReader{err}
-	}
-	resp.Body = prefixedBody{Reader: io.MultiReader(bytes.NewReader(b), rest), Closer: orig}
-	return false
-}
-
-// prefixedBody replays bytes already read before the rest of a body.
-type prefixedBody struct {
-	io.Reader
-	io.Closer
-}
-
-type errReader struct{ err error }
-
-func (e errReader) Read([]byte) (int, error) { return 0, e.err }

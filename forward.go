@@ -356,8 +356,8 @@ func (t *Transport) submit(req *http.Request, hi *hostInfo, body []byte, reason 
 	}
 	// The submission is a child span; the job carries its trace context.
 	sctx, span := t.tel.submitBegin(ctx, hi.key, reason, status)
-	t.tel.inject(sctx, job, t.jobMeta)
-	sub, err := t.cfg.submitter.Submit(sctx, job)
+	injected := t.tel.inject(sctx, job, t.jobMeta)
+	sub, err := submitJob(sctx, t.cfg.submitter, job, injected)
 	sub, err = acceptedSubmission(job, sub, err)
 	if err != nil {
 		err = t.tel.redact(req, err) // the engine may echo the request's secrets
@@ -455,7 +455,8 @@ func (e *ForwardError) Unwrap() error { return e.Cause }
 // Tracing: like the Transport's forwarded jobs, the job carries the trace
 // context of ctx (W3C traceparent and tracestate with
 // propagation.TraceContext) in its request headers and, except for a
-// self-hosted *ezclient.Client, in its metadata. AutoForward has no
+// self-hosted engine (see SubmitterDialect: an *ezclient.Client, or a
+// decorator made with DecorateSubmitter), in its metadata. AutoForward has no
 // Transport to configure, so it uses the global propagators
 // (otel.SetTextMapPropagator; the default injects nothing). A job that
 // already carries a trace context (a traceparent, or whatever the
@@ -518,12 +519,10 @@ func submitAutoForward(ctx context.Context, s Submitter, job *ezclient.Job) (*ez
 		}
 		sctx, span = tm.tracer.Start(ctx, SpanSubmit, trace.WithTimestamp(tm.clock.Now()), trace.WithAttributes(attrs...))
 	}
+	var injected []string
 	if !carriesTrace(tm.prop, job) {
-		meta := true
-		if cl, ok := s.(*ezclient.Client); ok && cl.Dialect() == ezclient.DialectSelfHosted {
-			meta = false // self-hosted jobs have no metadata
-		}
-		tm.inject(sctx, job, meta)
+		meta := SubmitterDialect(s) != ezclient.DialectSelfHosted // self-hosted jobs have no metadata
+		injected = tm.inject(sctx, job, meta)
 		if _, injected := job.Headers["traceparent"]; injected {
 			if _, ok := job.Headers["tracestate"]; !ok {
 				// A tracestate belongs to its traceparent: drop a stale one.
@@ -540,7 +539,7 @@ func submitAutoForward(ctx context.Context, s Submitter, job *ezclient.Job) (*ez
 			}
 		}
 	}
-	sub, err := s.Submit(sctx, job)
+	sub, err := submitJob(sctx, s, job, injected)
 	sub, err = acceptedSubmission(job, sub, err)
 	if err != nil {
 		// The engine may echo the job's secrets.

@@ -425,15 +425,16 @@ func (tm *telemetry) submitEnd(span trace.Span, sub *ezclient.Submission, err er
 // W3C traceparent and tracestate with propagation.TraceContext) into the
 // job's headers, so the engine's call continues the trace, and, when
 // metadata is true, into its metadata, so the webhook can link to it.
-// Existing entries of the same names (in any case) are replaced.
-func (tm *telemetry) inject(ctx context.Context, job *ezclient.Job, metadata bool) {
+// Existing entries of the same names (in any case) are replaced. It
+// returns the names written into the metadata.
+func (tm *telemetry) inject(ctx context.Context, job *ezclient.Job, metadata bool) (meta []string) {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
-		return
+		return nil
 	}
 	carrier := propagation.MapCarrier{}
 	tm.prop.Inject(ctx, carrier)
 	if len(carrier) == 0 {
-		return
+		return nil
 	}
 	if job.Headers == nil {
 		job.Headers = make(map[string]string, len(carrier))
@@ -450,8 +451,10 @@ func (tm *telemetry) inject(ctx context.Context, job *ezclient.Job, metadata boo
 				job.Metadata = make(map[string]any, len(carrier))
 			}
 			job.Metadata[k] = v
+			meta = append(meta, k)
 		}
 	}
+	return meta
 }
 
 // forwarded records a successful forward on the request's span.

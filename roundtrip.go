@@ -116,7 +116,7 @@ func (t *Transport) roundTrip(req *http.Request, observed bool) (*http.Response,
 		bu.settle()
 		g.release()
 		if resp != nil {
-			drainClose(resp.Body)
+			t.drainClose(ctx, resp.Body)
 		}
 		g.done = true // roundTripFailed owns nothing of the slot any more
 		return t.roundTripFailed(req, hi, fwd, capture, err)
@@ -135,12 +135,30 @@ func (t *Transport) roundTrip(req *http.Request, observed bool) (*http.Response,
 	if fwd && t.cfg.forwardStatuses.has(resp.StatusCode) {
 		// The upstream has answered. A small answer is read into memory so
 		// that the slot is not held while the engine is called, and is
-		// still returned intact if forwarding fails.
-		if bufferBody(resp, maxBufferedAnswer) {
+		// still returned intact if forwarding fails. The read is bounded in
+		// time: an answer that trickles is returned as it is, unforwarded,
+		// rather than holding the caller.
+		var ok bool
+		var fr *http.Response
+		var ferr error
+		switch t.bufferAnswer(ctx, resp, maxBufferedAnswer) {
+		case answerBuffered:
 			g.release()
+			fr, ferr, ok = t.forwardStatus(req, hi, capture, resp)
+		case answerLarge:
+			// The answer stays on the connection, readable only until the
+			// caller's deadline: the engine gets a share of what is left,
+			// the rest is kept for the caller to read the answer should
+			// forwarding fail.
+			sreq, cancel := t.keepBack(req)
+			fr, ferr, ok = t.forwardStatus(sreq, hi, capture, resp)
+			cancel()
+			if ok && fr != nil && fr.Request == sreq {
+				fr.Request = req
+			}
 		}
-		if fr, ferr, ok := t.forwardStatus(req, hi, capture, resp); ok {
-			drainClose(resp.Body)
+		if ok {
+			t.drainClose(ctx, resp.Body)
 			g.release()
 			g.done = true
 			return fr, ferr
@@ -169,8 +187,31 @@ var ErrNilResponse = errors.New("ezthrottle: base RoundTripper returned a nil *h
 var ErrNilPermit = errors.New("ezthrottle: Limiter returned a nil Permit with a nil error")
 
 // maxBufferedAnswer bounds the upstream answer read into memory before a
-// forward (see bufferBody).
+// forward (see bufferAnswer).
 const maxBufferedAnswer = 64 << 10
+
+// keptBack is the share of the time left before the request's deadline
+// that a submission made while the upstream answer is still on the
+// connection leaves to the caller (1/keptBack): should the engine hang,
+// the submission ends early enough for the caller to read the answer.
+const keptBack = 4
+
+// keepBack returns req with a context whose deadline keeps 1/keptBack of
+// the time left before req's deadline back for the caller (req itself when
+// it has no deadline), and the context's cancel function.
+func (t *Transport) keepBack(req *http.Request) (*http.Request, context.CancelFunc) {
+	dl, ok := req.Context().Deadline()
+	if !ok {
+		return req, func() {}
+	}
+	now := t.clock.Now()
+	left := dl.Sub(now)
+	if left <= 0 {
+		return req, func() {}
+	}
+	ctx, cancel := context.WithDeadline(req.Context(), now.Add(left-left/keptBack))
+	return req.WithContext(ctx), cancel
+}
 
 // slotGuard frees a request's slot, and closes the upstream response not
 // yet handed to the caller, when the round trip panics (in the base

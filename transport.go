@@ -56,6 +56,13 @@
 // KeyStrategy documents. A request whose context carries
 // ezclient.SuppressForwarding is throttled but never forwarded.
 //
+// An answer with a forwarding status is read (up to 64 KiB) for at most
+// WithAnswerTimeout before the request is forwarded: an answer that
+// trickles is returned as it is, not forwarded. While a larger answer waits
+// on the connection, the submission keeps a quarter of the time left before
+// the request's deadline back, for the caller to read that answer should
+// forwarding fail.
+//
 // The caller receives a synthetic 202 Accepted (IsForwarded,
 // JobFromResponse), or a *ForwardedError with WithForwardedError; a Receipt
 // planted with WithReceipt reports the job even through SDKs that hide the
@@ -104,8 +111,10 @@ type Submitter interface {
 	Submit(ctx context.Context, job *ezclient.Job) (*ezclient.Submission, error)
 }
 
-// SubmitterFunc adapts a function to Submitter (for example to submit to
-// an in-process engine, or to decorate *ezclient.Client).
+// SubmitterFunc adapts a function to Submitter, for example to submit to
+// an in-process engine. A function says nothing of the engine it submits
+// to: use its WithDialect method for a self-hosted engine, and
+// DecorateSubmitter to decorate an *ezclient.Client (see SubmitterDialect).
 type SubmitterFunc func(ctx context.Context, job *ezclient.Job) (*ezclient.Submission, error)
 
 // Submit calls f.
@@ -127,6 +136,8 @@ type config struct {
 	capRate      float64
 	capInFlight  int
 	idleTimeout  time.Duration
+
+	answerTimeout time.Duration
 
 	submitter        Submitter
 	forwardStatuses  statusSet
@@ -393,6 +404,24 @@ func WithMaxForwardBody(n int64) Option {
 	}
 }
 
+// WithAnswerTimeout bounds how long the Transport reads an upstream answer
+// that has a forwarding status before it forwards the request (default
+// DefaultAnswerTimeout), and how long it drains a response body it
+// discards. The read never outlasts the request's context either. An
+// answer that has not arrived within it (up to 64 KiB, see the
+// README's Forwarding section) is not forwarded: the caller receives the
+// response at once, its body yielding the bytes already read followed by
+// the rest of the stream.
+func WithAnswerTimeout(d time.Duration) Option {
+	return func(c *config) {
+		if d <= 0 {
+			c.fail("ezthrottle: WithAnswerTimeout(%v): must be positive", d)
+			return
+		}
+		c.answerTimeout = d
+	}
+}
+
 // WithForwardHeaders restricts the request headers copied into a job to the
 // named ones (case-insensitive). By default every header is copied except
 // hop-by-hop headers, Host and Content-Length.
@@ -510,6 +539,7 @@ func newConfig(opts []Option) (config, error) {
 		forwardOverflow: true,
 		maxBody:         DefaultMaxForwardBody,
 		keyStrategy:     HashKeys(),
+		answerTimeout:   DefaultAnswerTimeout,
 	}
 	for _, code := range DefaultForwardStatuses() {
 		c.forwardStatuses.add(code)
@@ -556,10 +586,7 @@ func newTransport(c config) *Transport {
 	t.tel = newTelemetry(c.tel, c.clock)
 	t.obs = t.tel
 	t.tel.registerGauges(t)
-	t.jobMeta = true
-	if cl, ok := c.submitter.(*ezclient.Client); ok && cl.Dialect() == ezclient.DialectSelfHosted {
-		t.jobMeta = false // self-hosted jobs have no metadata
-	}
+	t.jobMeta = SubmitterDialect(c.submitter) != ezclient.DialectSelfHosted // self-hosted jobs have no metadata
 	return t
 }
 

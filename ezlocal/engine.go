@@ -34,7 +34,7 @@
 //     (self-hosted). A duplicate answers 200 with the first job's ID.
 //   - Pacing: each destination host has a pace (DefaultRPS, DefaultMaxConcurrent
 //     unless WithDefaultPace) that its replies' X-EZTHROTTLE-RPS /
-//     X-EZTHROTTLE-MAX-CONCURRENT (or X-Aqueduct-*) headers change; each
+//     X-EZTHROTTLE-MAX-CONCURRENT (or X-Aqueduct-*, X-Aquifer-*) headers change; each
 //     region applies it as a separate worker.
 //   - Retries: retry_codes are retried in the same region up to max_retries,
 //     after the reply's Retry-After or a doubling backoff (WithRetryDelay);

@@ -73,18 +73,18 @@ func (e *Engine) grantLocked(p *pacer, l *lane) {
 
 // parsePace reads the pace headers of a destination's reply (protocol §5)
 // with the root package's parsers, so the engine and the Transport agree on
-// every value: X-Aqueduct-Rps / X-Aqueduct-Max-Concurrent win over
-// X-EZTHROTTLE-RPS / X-EZTHROTTLE-MAX-CONCURRENT when both are present. A
+// every value: for each value the first valid one of X-Aqueduct-*,
+// X-Aquifer-* and X-EZTHROTTLE-* wins, as in the Transport. A
 // value that is empty, not a number, not positive, infinite or beyond the
 // bounds is ignored (ok = false), so a 0 can never stall a host.
 func parsePace(h http.Header) (rps float64, rpsOK bool, conc int, concOK bool) {
-	for _, name := range []string{"X-Aqueduct-Rps", "X-Ezthrottle-Rps"} {
+	for _, name := range []string{ezthrottle.HeaderAqueductRPS, ezthrottle.HeaderAquiferRPS, ezthrottle.HeaderEZThrottleRPS} {
 		if v, ok := ezthrottle.ParseRate(h.Get(name)); ok && v > 0 && v <= maxPaceRPS {
 			rps, rpsOK = v, true
 			break
 		}
 	}
-	for _, name := range []string{"X-Aqueduct-Max-Concurrent", "X-Ezthrottle-Max-Concurrent"} {
+	for _, name := range []string{ezthrottle.HeaderAqueductMaxConcurrent, ezthrottle.HeaderAquiferMaxConcurrent, ezthrottle.HeaderEZThrottleMaxConcurrent} {
 		if v, ok := ezthrottle.ParseConcurrency(h.Get(name)); ok && v >= 1 && v <= maxPaceConcurrency {
 			conc, concOK = v, true
 			break
