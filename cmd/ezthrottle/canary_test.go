@@ -50,6 +50,7 @@ const (
 	cRedisPass    = "CANARY_redis_0009"
 	cSetCookie    = "CANARY_setcookie_0010"
 	cAccessToken  = "CANARY_access_token_0011"
+	cCustomCred   = "CANARY_custom_0012" // in a header named only by WithSensitiveHeaders
 )
 
 // canaryURL is a destination URL carrying user info and secret query
@@ -320,7 +321,7 @@ func TestCanarySecretsReachNoSink(t *testing.T) {
 			})
 			tr, err := ezthrottle.New(ezthrottle.WithBase(base), ezthrottle.WithClient(c, ezthrottle.JobWebhook("https://hooks.example.com/h")),
 				ezthrottle.WithLogger(s.logger()), ezthrottle.WithTracerProvider(s.tp), ezthrottle.WithRequestSpan(),
-				ezthrottle.WithForwardOnNetworkError(true))
+				ezthrottle.WithForwardOnNetworkError(true), ezthrottle.WithSensitiveHeaders("X-Custom-Cred"))
 			require.NoError(t, err)
 			s.value(tr)
 			for i := 0; i < 2; i++ {
@@ -330,6 +331,7 @@ func TestCanarySecretsReachNoSink(t *testing.T) {
 				for k, v := range canaryHeaders() {
 					req.Header.Set(k, v)
 				}
+				req.Header.Set("X-Custom-Cred", cCustomCred)
 				resp, err := tr.RoundTrip(req)
 				if err == nil {
 					_ = resp.Body.Close()
