@@ -68,3 +68,16 @@ func (r *StepResult) Format(f fmt.State, _ rune) {
 	b.WriteString("}")
 	_, _ = io.WriteString(f, b.String())
 }
+
+// scrubErr returns err, wrapped so that its message carries nothing
+// redact.Text finds (URL user info, sensitive query values, credential
+// headers), when it would; errors.Is and errors.As still see err.
+func scrubErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if msg := err.Error(); redact.Text(msg) != msg {
+		return &scrubbedError{msg: redact.Text(msg), err: err}
+	}
+	return err
+}

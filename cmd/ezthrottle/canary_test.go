@@ -301,6 +301,10 @@ func TestCanarySecretsReachNoSink(t *testing.T) {
 				s.err(err)
 				if res != nil {
 					s.value(res)
+					s.err(res.Err)
+					for _, fb := range res.Fallbacks {
+						s.err(fb.Err)
+					}
 				}
 			}
 			require.Contains(t, s.logs.String(), "local attempt")
