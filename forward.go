@@ -357,6 +357,12 @@ func (t *Transport) submit(req *http.Request, hi *hostInfo, body []byte, reason 
 	// The submission is a child span; the job carries its trace context.
 	sctx, span := t.tel.submitBegin(ctx, hi.key, reason, status)
 	injected := t.tel.inject(sctx, job, t.jobMeta)
+	// The request's secrets, including headers named only by
+	// WithSensitiveHeaders, travel with the context: ezclient scrubs them
+	// from the errors it makes and the lines it logs (retries included).
+	if secrets := t.tel.secretsOf(req); len(secrets) > 0 {
+		sctx = redact.ContextWithSecrets(sctx, redact.NewSecrets("", secrets...))
+	}
 	sub, err := submitJob(sctx, t.cfg.submitter, job, injected)
 	sub, err = acceptedSubmission(job, sub, err)
 	if err != nil {
@@ -539,15 +545,19 @@ func submitAutoForward(ctx context.Context, s Submitter, job *ezclient.Job) (*ez
 			}
 		}
 	}
+	h := make(http.Header, len(job.Headers))
+	for k, v := range job.Headers {
+		h.Set(k, v)
+	}
+	jobReq := &http.Request{URL: u, Header: h}
+	if secrets := tm.secretsOf(jobReq); len(secrets) > 0 {
+		sctx = redact.ContextWithSecrets(sctx, redact.NewSecrets("", secrets...))
+	}
 	sub, err := submitJob(sctx, s, job, injected)
 	sub, err = acceptedSubmission(job, sub, err)
 	if err != nil {
 		// The engine may echo the job's secrets.
-		h := make(http.Header, len(job.Headers))
-		for k, v := range job.Headers {
-			h.Set(k, v)
-		}
-		err = tm.redact(&http.Request{URL: u, Header: h}, err)
+		err = tm.redact(jobReq, err)
 		tm.submitEnd(span, nil, err)
 		return nil, err
 	}

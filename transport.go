@@ -204,7 +204,8 @@ func WithClock(clk Clock) Option {
 
 // WithLogger sets the logger (default: discard). It logs forwarding
 // failures at Warn and forwarded requests at Info; it never logs header
-// values or bodies.
+// values or bodies, and every record goes through a handler that scrubs
+// credentials (see the README's Security section).
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) {
 		if l != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"reflect"
 	"strings"
 	"time"
 )
@@ -329,22 +330,143 @@ func (j Job) MarshalJSON() ([]byte, error) {
 //
 // Numbers inside Metadata decode as json.Number, so that they encode again
 // exactly as they were received (no float64 rounding of large integers).
+//
+// Decoding takes time linear in len(b): the whole tree of nested jobs
+// (on_success, on_failure, fallback_job) is decoded in one pass, and a job
+// nested deeper than 32 levels is refused as soon as the decoder reaches
+// it, before the rest of the input is decoded.
 func (j *Job) UnmarshalJSON(b []byte) error {
-	var w wireJob
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
-	if err := dec.Decode(&w); err != nil {
+	job, _, err := decodeJob(dec, 0)
+	if err != nil {
 		return err
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("ezthrottle: job: unexpected data after the JSON object")
 	}
-	job, err := w.toJob()
-	if err != nil {
-		return err
+	if job == nil {
+		job = &Job{}
 	}
 	*j = *job
 	return nil
+}
+
+// ErrJobTooDeep is returned (wrapped) by Job.UnmarshalJSON for a job nested
+// deeper than the engine's limit of 32 levels.
+var ErrJobTooDeep = fmt.Errorf("ezthrottle: jobs nested deeper than %d", maxJobDepth)
+
+// wireFields maps the JSON names of wireJob's fields to their indexes.
+func wireFields() map[string]int {
+	t := reflect.TypeFor[wireJob]()
+	m := make(map[string]int, t.NumField())
+	for i := 0; i < t.NumField(); i++ {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			m[name] = i
+		}
+	}
+	return m
+}
+
+// decodeJob reads one job object (or null) from dec, its nested jobs
+// recursively, and the trigger it carries (meaningful for fallbacks). The
+// nested jobs are read from the same stream, so every byte is decoded once;
+// depth counts the jobs above this one.
+func decodeJob(dec *json.Decoder, depth int) (*Job, *Trigger, error) {
+	if depth > maxJobDepth {
+		return nil, nil, ErrJobTooDeep
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, nil, err
+	}
+	if tok == nil {
+		return nil, nil, nil // null
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, nil, fmt.Errorf("json: cannot unmarshal %v into a job: want an object", tokenKind(tok))
+	}
+	var (
+		w        wireJob
+		rv       = reflect.ValueOf(&w).Elem()
+		fields   = wireFields()
+		fallback *Job
+		fbTrig   *Trigger
+		fbSet    bool
+	)
+	for dec.More() {
+		kt, err := dec.Token()
+		if err != nil {
+			return nil, nil, err
+		}
+		key, _ := kt.(string)
+		switch {
+		case strings.EqualFold(key, "on_success"), strings.EqualFold(key, "on_failure"):
+			child, _, err := decodeJob(dec, depth+1)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", strings.ToLower(key), err)
+			}
+			if strings.EqualFold(key, "on_success") {
+				w.OnSuccess = child
+			} else {
+				w.OnFailure = child
+			}
+		case strings.EqualFold(key, "fallback_job"):
+			child, trig, err := decodeJob(dec, depth+1)
+			if err != nil {
+				return nil, nil, fmt.Errorf("fallback_job: %w", err)
+			}
+			fallback, fbTrig, fbSet = child, trig, child != nil
+		default:
+			i, ok := fields[key]
+			if !ok {
+				for name, idx := range fields {
+					if strings.EqualFold(name, key) {
+						i, ok = idx, true
+						break
+					}
+				}
+			}
+			if !ok {
+				var skip json.RawMessage
+				if err := dec.Decode(&skip); err != nil {
+					return nil, nil, err
+				}
+				continue
+			}
+			if err := dec.Decode(rv.Field(i).Addr().Interface()); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing '}'
+		return nil, nil, err
+	}
+	w.FallbackJob = nil
+	job, err := w.toJob()
+	if err != nil {
+		return nil, nil, err
+	}
+	if fbSet {
+		job.Fallback = &Fallback{Trigger: fbTrig, Job: fallback}
+	}
+	return job, w.Trigger, nil
+}
+
+// tokenKind names a JSON token for an error message.
+func tokenKind(tok json.Token) string {
+	switch tok.(type) {
+	case json.Delim:
+		return "array"
+	case string:
+		return "string"
+	case bool:
+		return "bool"
+	case json.Number, float64:
+		return "number"
+	}
+	return "value"
 }
 
 // msInRange reports whether ms milliseconds fit in a time.Duration.

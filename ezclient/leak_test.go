@@ -173,3 +173,17 @@ func dumpStrings(v reflect.Value, seen map[uintptr]bool, word string) []string {
 	}
 	return out
 }
+
+// TestStepAndResultHideCredentials (item 6): a Step and a StepResult print
+// no credential of the request or of the destination's reply in any verb.
+func TestStepAndResultHideCredentials(t *testing.T) {
+	c, _ := fxSelfHosted(t, fxNewServer(t))
+	j := leakJob()
+	step := c.Step().URL(j.URL).Headers(j.Headers).Method("POST")
+	assert.NotContains(t, formats(step), leakWord)
+	res := &StepResult{Step: step, Method: "POST", URL: j.URL, StatusCode: 429,
+		Header: http.Header{"Set-Cookie": {"s=ck_SECRETX_9"}}, Body: []byte(`{"token":"tk_SECRETX"}`),
+		Err: fmt.Errorf("Post %q: refused", j.URL), Fallbacks: []*StepResult{{URL: j.URL}}}
+	assert.NotContains(t, formats(res), leakWord)
+	assert.Contains(t, fmt.Sprint(res), "status: 429")
+}

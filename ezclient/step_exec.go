@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ezthrottle/ezthrottle-go/internal/redact"
 )
 
 // Outcome says what happened to a step executed by this library.
@@ -146,7 +148,9 @@ type stepError struct {
 	err  error
 }
 
-func (e *stepError) Error() string { return "ezthrottle: " + e.path + " step: " + e.err.Error() }
+func (e *stepError) Error() string {
+	return redact.Text("ezthrottle: " + e.path + " step: " + e.err.Error())
+}
 func (e *stepError) Unwrap() error { return e.err }
 
 // Execute runs the step and returns what happened.
@@ -417,7 +421,7 @@ func (n *node) attempt(ctx context.Context, timeout time.Duration) (*StepResult,
 		if cerr := ctx.Err(); cerr != nil {
 			return nil, fmt.Errorf("ezthrottle: local %s %s: %w", method, safeURL(n.s.url), cerr)
 		}
-		res.Err = err
+		res.Err = scrubErr(err) // a *url.Error quotes the URL: its credentials redacted
 		res.TimedOut = isTimeout(actx, err)
 		n.logAttempt(ctx, res)
 		return res, nil
@@ -436,7 +440,7 @@ func (n *node) attempt(ctx context.Context, timeout time.Duration) (*StepResult,
 		if cerr := ctx.Err(); cerr != nil {
 			return nil, fmt.Errorf("ezthrottle: local %s %s: reading the response: %w", method, safeURL(n.s.url), cerr)
 		}
-		res.Err = rerr
+		res.Err = scrubErr(rerr)
 		res.TimedOut = isTimeout(actx, rerr)
 	}
 	n.logAttempt(ctx, res)

@@ -163,6 +163,9 @@ func (c *Client) Submit(ctx context.Context, job *Job) (*Submission, error) {
 	// the errors returned, the retry loop's log lines and the messages
 	// logged with ctx.
 	secrets := jobSecrets(job)
+	// Secrets the caller knows beyond the job's names (the Transport's
+	// WithSensitiveHeaders) come with the context.
+	secrets = append(secrets, redact.SecretsFrom(ctx).Values()...)
 	ctx = redact.ContextWithSecrets(ctx, redact.NewSecrets("****", secrets...))
 	sub, err := c.submit(ctx, job, secrets)
 	if err != nil {

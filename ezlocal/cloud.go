@@ -243,7 +243,9 @@ func HashKey(customerID, method, url, body string) string {
 // cloudSubmit handles POST /api/v1/jobs.
 func (e *Engine) cloudSubmit(customer string, body []byte) engineReply {
 	var spec ezclient.Job
-	if err := json.Unmarshal(body, &spec); err != nil {
+	// UnmarshalJSON directly, not json.Unmarshal: json.Unmarshal would scan
+	// the whole body before the decoder can stop at the depth limit.
+	if err := spec.UnmarshalJSON(body); err != nil {
 		return errReply(http.StatusBadRequest, "invalid job JSON: "+err.Error())
 	}
 	if err := spec.Validate(); err != nil {

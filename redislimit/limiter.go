@@ -331,11 +331,18 @@ func parseDecision(v []int64) (decision, error) {
 	}
 	return decision{
 		allowed:  v[0] == 1,
-		wait:     time.Duration(max(v[1], 0)) * time.Microsecond,
+		wait:     micros(v[1]),
 		reason:   v[2],
-		interval: time.Duration(v[3]) * time.Microsecond,
+		interval: micros(v[3]),
 		leased:   v[5] == 1,
 	}, nil
+}
+
+// micros converts microseconds from Redis to a Duration, clamped to
+// [0, math.MaxInt64] instead of overflowing into a negative wait.
+func micros(us int64) time.Duration {
+	const maxMicros = math.MaxInt64 / int64(time.Microsecond)
+	return time.Duration(min(max(us, 0), maxMicros)) * time.Microsecond
 }
 
 // serve asks Redis until the request is admitted, cannot be admitted in

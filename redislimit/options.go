@@ -166,6 +166,7 @@ func WithClock(clk ezthrottle.Clock) Option {
 
 // WithLogger sets the logger (default: discard). The Limiter logs once at
 // Warn when Redis becomes unavailable and once at Info when it is back.
+// Every record is scrubbed of credentials (a Redis URL's password, ...).
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) {
 		if l != nil {

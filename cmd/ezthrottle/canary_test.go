@@ -50,6 +50,7 @@ const (
 	cRedisPass    = "CANARY_redis_0009"
 	cSetCookie    = "CANARY_setcookie_0010"
 	cAccessToken  = "CANARY_access_token_0011"
+	cCustomCred   = "CANARY_custom_0012" // in a header named only by WithSensitiveHeaders
 )
 
 // canaryURL is a destination URL carrying user info and secret query
@@ -280,6 +281,34 @@ func TestCanarySecretsReachNoSink(t *testing.T) {
 			require.True(t, ezclient.IsUnreachable(err), "%v", err)
 			s.err(err)
 		}},
+		{"ezclient Steps: FRUGAL local failure forwarded to an echoing engine", func(t *testing.T, s *sinks, selfHosted bool) {
+			eng := echoEngine(t, http.StatusServiceUnavailable, true)
+			c := canaryClient(t, s, selfHosted, eng.URL)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			dead := ln.Addr().String()
+			require.NoError(t, ln.Close())
+			api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(http.StatusTooManyRequests)
+				fmt.Fprintf(w, `{"error":"slow down","token":%q}`, cAccessToken)
+			}))
+			defer api.Close()
+			for _, host := range []string{dead, strings.TrimPrefix(api.URL, "http://")} {
+				step := c.Step().URL(canaryURL(host)).Method("POST").Headers(canaryHeaders()).Body(`{"a":1}`).
+					Type(ezclient.StepFrugal).FallbackOnError(429, 500).Webhook(ezclient.Webhook{URL: "https://hooks.example.com/h"})
+				s.value(step)
+				res, err := step.Execute(context.Background())
+				s.err(err)
+				if res != nil {
+					s.value(res)
+					s.err(res.Err)
+					for _, fb := range res.Fallbacks {
+						s.err(fb.Err)
+					}
+				}
+			}
+			require.Contains(t, s.logs.String(), "local attempt")
+		}},
 		{"Transport forwarding to an echoing engine", func(t *testing.T, s *sinks, selfHosted bool) {
 			eng := echoEngine(t, http.StatusBadGateway, false)
 			c := canaryClient(t, s, selfHosted, eng.URL)
@@ -296,7 +325,7 @@ func TestCanarySecretsReachNoSink(t *testing.T) {
 			})
 			tr, err := ezthrottle.New(ezthrottle.WithBase(base), ezthrottle.WithClient(c, ezthrottle.JobWebhook("https://hooks.example.com/h")),
 				ezthrottle.WithLogger(s.logger()), ezthrottle.WithTracerProvider(s.tp), ezthrottle.WithRequestSpan(),
-				ezthrottle.WithForwardOnNetworkError(true))
+				ezthrottle.WithForwardOnNetworkError(true), ezthrottle.WithSensitiveHeaders("X-Custom-Cred"))
 			require.NoError(t, err)
 			s.value(tr)
 			for i := 0; i < 2; i++ {
@@ -306,6 +335,7 @@ func TestCanarySecretsReachNoSink(t *testing.T) {
 				for k, v := range canaryHeaders() {
 					req.Header.Set(k, v)
 				}
+				req.Header.Set("X-Custom-Cred", cCustomCred)
 				resp, err := tr.RoundTrip(req)
 				if err == nil {
 					_ = resp.Body.Close()
@@ -451,11 +481,16 @@ func TestCanarySecretsReachNoSink(t *testing.T) {
 			require.NoError(t, err)
 			defer l.Close()
 			s.value(l)
+			e, err := ezlocal.New(ezlocal.WithAPIKey(cAPIKey, "cus_1"), ezlocal.WithWebhookSecrets("cus_1", cHookSecret, ""))
+			require.NoError(t, err)
+			defer e.Close()
+			s.value(e)
 			type holder struct {
 				L *redislimit.Limiter
 				V webhook.Verifier
+				E *ezlocal.Engine
 			}
-			s.value(holder{l, webhook.Verifier{Primary: cHookSecret}})
+			s.value(holder{l, webhook.Verifier{Primary: cHookSecret}, e})
 		}},
 	}
 	for _, p := range paths {

@@ -116,7 +116,7 @@ var schemeSeps = []string{"://", `:\/\/`, "%3a%2f%2f"}
 
 // userInfo replaces the user info of every URL in s.
 func userInfo(s string) string {
-	lower := strings.ToLower(s)
+	lower := asciiLower(s)
 	if !strings.Contains(s, "@") && !strings.Contains(lower, "%40") {
 		return s
 	}
@@ -329,7 +329,7 @@ func authScheme(w string) bool {
 
 // schemes scrubs the credentials after "Bearer " or "Basic " anywhere.
 func schemes(s string) string {
-	lower := strings.ToLower(s)
+	lower := asciiLower(s)
 	var b strings.Builder
 	last := 0
 	for i := 0; i < len(s); i++ {
@@ -686,3 +686,21 @@ func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // LogValue hides the value from slog.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// asciiLower lower-cases ASCII letters only, so that indexes into the
+// result are indexes into s (strings.ToLower changes the length of invalid
+// UTF-8 and of some letters).
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			b := []byte(s)
+			for k := i; k < len(b); k++ {
+				if b[k] >= 'A' && b[k] <= 'Z' {
+					b[k] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
