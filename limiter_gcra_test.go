@@ -47,6 +47,8 @@ func TestMemoryLimiterLateWakeKeepsSchedule(t *testing.T) {
 		{5, 1, 100 * time.Millisecond},
 		{10, 1, 100 * time.Millisecond}, // lateness of a whole interval
 		{1, 1, 100 * time.Millisecond},
+		{20, 1, 100 * time.Millisecond},  // later than B's slot: B starts at once
+		{100, 1, 100 * time.Millisecond}, // ten intervals late: likewise
 		{2, 3, 100 * time.Millisecond},
 		{2, 3, 1200 * time.Millisecond},
 	} {

@@ -10,7 +10,8 @@ import (
 )
 
 // DefaultIdleTimeout is how long the MemoryLimiter keeps the state of a host
-// that has nothing in flight, nobody waiting and no pause running.
+// that has nothing in flight, nobody waiting and no pause running; it is
+// evicted at most half of it later (see MemoryLimiter).
 const DefaultIdleTimeout = 5 * time.Minute
 
 const limiterShards = 64

@@ -291,7 +291,9 @@ func WithLearnedLimitCap(rps float64, maxInFlight int) Option {
 }
 
 // WithIdleTimeout sets how long the default limiter keeps an idle host's
-// state (default DefaultIdleTimeout).
+// state (default DefaultIdleTimeout); it and the Transport's cached
+// resolution of the host are evicted at most half of it later, by later
+// requests to any host.
 func WithIdleTimeout(d time.Duration) Option {
 	return func(c *config) {
 		if d <= 0 {
@@ -684,6 +686,19 @@ func (t *Transport) hostFor(u *url.URL) *hostInfo {
 	return t.hostMiss(s, u, g)
 }
 
+// internScheme returns the common schemes as constants: comparing a
+// request's scheme with an entry's then reads no memory of the entry's own
+// (with many hosts, each such read is a cache miss).
+func internScheme(s string) string {
+	switch s {
+	case "https":
+		return "https"
+	case "http":
+		return "http"
+	}
+	return s
+}
+
 // touch stamps hi with generation g.
 func (hi *hostInfo) touch(g uint64) {
 	if hi.gen.Load() != g {
@@ -775,7 +790,7 @@ func (t *Transport) hostMiss(s *keyShard, u *url.URL, g uint64) *hostInfo {
 	if port == "" {
 		port = key[strings.LastIndexByte(key, ':')+1:]
 	}
-	hi = &hostInfo{host: u.Host, scheme: u.Scheme, key: key, limit: t.cfg.limitFor(host, port)}
+	hi = &hostInfo{host: u.Host, scheme: internScheme(u.Scheme), key: key, limit: t.cfg.limitFor(host, port)}
 	hi.gen.Store(g)
 	s.mu.Lock()
 	defer s.mu.Unlock()
