@@ -345,3 +345,31 @@ func TestMemoryLimiterUncontendedAllocs(t *testing.T) {
 	})
 	assert.Zero(t, allocs)
 }
+
+// TestMemoryLimiterCostAboveShrunkBurst: a queued request whose cost no
+// longer fits the host's bucket (its configured burst shrank meanwhile)
+// fails with a *CostError instead of waiting forever, and leaves the queue
+// to the requests behind it.
+func TestMemoryLimiterCostAboveShrunkBurst(t *testing.T) {
+	clk := newFakeClock()
+	m := ezthrottle.NewMemoryLimiter(ezthrottle.MemoryLimiterConfig{Clock: clk})
+	ctx := context.Background()
+	big := ezthrottle.Limit{Rate: 1, Burst: 5}
+	p, err := m.Acquire(ctx, ezthrottle.Admission{Key: hostA, Limit: big, Cost: 5})
+	require.NoError(t, err)
+	p.Release()
+	ch := acquireAsync(m, ctx, ezthrottle.Admission{Key: hostA, Limit: big, Cost: 4})
+	waitFor(t, "queued", func() bool { return clk.Timers() == 1 })
+	small := ezthrottle.Limit{Rate: 1, Burst: 2}
+	ch2 := acquireAsync(m, ctx, ezthrottle.Admission{Key: hostA, Limit: small})
+	waitFor(t, "second queued", func() bool { return stats(t, m, hostA).Waiting == 2 })
+	clk.Advance(4 * time.Second) // the first one's slot under the old burst
+	r := <-ch
+	var ce *ezthrottle.CostError
+	require.ErrorAs(t, r.err, &ce)
+	assert.ErrorIs(t, r.err, ezthrottle.ErrCostExceedsBurst)
+	assert.Equal(t, 2.0, ce.Burst)
+	r = <-ch2
+	require.NoError(t, r.err, "the request behind it goes")
+	r.p.Release()
+}
