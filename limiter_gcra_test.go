@@ -47,6 +47,8 @@ func TestMemoryLimiterLateWakeKeepsSchedule(t *testing.T) {
 		{5, 1, 100 * time.Millisecond},
 		{10, 1, 100 * time.Millisecond}, // lateness of a whole interval
 		{1, 1, 100 * time.Millisecond},
+		{20, 1, 100 * time.Millisecond},  // later than B's slot: B starts at once
+		{100, 1, 100 * time.Millisecond}, // ten intervals late: likewise
 		{2, 3, 100 * time.Millisecond},
 		{2, 3, 1200 * time.Millisecond},
 	} {
@@ -342,4 +344,32 @@ func TestMemoryLimiterUncontendedAllocs(t *testing.T) {
 		p.Release()
 	})
 	assert.Zero(t, allocs)
+}
+
+// TestMemoryLimiterCostAboveShrunkBurst: a queued request whose cost no
+// longer fits the host's bucket (its configured burst shrank meanwhile)
+// fails with a *CostError as soon as the new limit is seen, instead of
+// waiting forever, and leaves the queue to the requests behind it.
+func TestMemoryLimiterCostAboveShrunkBurst(t *testing.T) {
+	clk := newFakeClock()
+	m := ezthrottle.NewMemoryLimiter(ezthrottle.MemoryLimiterConfig{Clock: clk})
+	ctx := context.Background()
+	big := ezthrottle.Limit{Rate: 1, Burst: 5}
+	p, err := m.Acquire(ctx, ezthrottle.Admission{Key: hostA, Limit: big, Cost: 5})
+	require.NoError(t, err)
+	p.Release()
+	ch := acquireAsync(m, ctx, ezthrottle.Admission{Key: hostA, Limit: big, Cost: 4})
+	waitFor(t, "queued", func() bool { return clk.Timers() == 1 })
+	small := ezthrottle.Limit{Rate: 1, Burst: 2}
+	ch2 := acquireAsync(m, ctx, ezthrottle.Admission{Key: hostA, Limit: small})
+	r := <-ch // the new limit applies to the queued waiter at once
+	var ce *ezthrottle.CostError
+	require.ErrorAs(t, r.err, &ce)
+	assert.ErrorIs(t, r.err, ezthrottle.ErrCostExceedsBurst)
+	assert.Equal(t, 2.0, ce.Burst)
+	waitFor(t, "second queued", func() bool { return stats(t, m, hostA).Waiting == 1 && clk.Timers() == 1 })
+	clk.Advance(4 * time.Second) // its slot: 5 s of debt less a burst of 2, plus 1
+	r = <-ch2
+	require.NoError(t, r.err, "the request behind it goes")
+	r.p.Release()
 }

@@ -10,7 +10,8 @@ import (
 )
 
 // DefaultIdleTimeout is how long the MemoryLimiter keeps the state of a host
-// that has nothing in flight, nobody waiting and no pause running.
+// that has nothing in flight, nobody waiting and no pause running; it is
+// evicted at most half of it later (see MemoryLimiter).
 const DefaultIdleTimeout = 5 * time.Minute
 
 const limiterShards = 64
@@ -29,10 +30,15 @@ type MemoryLimiterConfig struct {
 // kept as a schedule (GCRA; see Limit), a cap on requests in flight, a
 // pause and a FIFO queue of waiters.
 //
-// The host table is sharded (no global lock on the hot path). State for idle
-// hosts is evicted when new hosts are added, so memory stays bounded by the
-// number of hosts in use within IdleTimeout, however many hosts are called
-// over time. It starts no goroutines.
+// The host table is sharded (no global lock on the hot path). The state of
+// a host idle for IdleTimeout (nothing in flight, nobody waiting, no pause or
+// schedule running) is evicted, and the table's memory released, by the
+// limiter's own calls: each Acquire or Learn that finds a sweep step due
+// sweeps one shard, so that the whole table is swept every IdleTimeout/2,
+// whichever hosts are called. An idle host is therefore evicted at most
+// IdleTimeout/2 after its timeout (plus the time until the limiter's next
+// calls, when none come), and memory stays bounded by the hosts in use
+// within about 1.5 × IdleTimeout. It starts no goroutines.
 type MemoryLimiter struct {
 	clock Clock
 	// epoch is the clock's reading at construction; the limiter keeps its
@@ -40,17 +46,24 @@ type MemoryLimiter struct {
 	epoch time.Time
 	// sys is set when clock is the system clock: nanos then reads the
 	// monotonic clock only.
-	sys    bool
-	idle   time.Duration
-	seed   maphash.Seed
-	shards [limiterShards]limShard
+	sys  bool
+	idle time.Duration
+	seed maphash.Seed
+	// sweepAt is when the next sweep step is due (nanoseconds since
+	// epoch); sweepNext counts the steps (the shard swept is sweepNext
+	// modulo limiterShards); passes counts the complete passes over the
+	// table (the Transport's host cache follows it).
+	sweepAt   atomic.Int64
+	sweepNext atomic.Uint64
+	passes    atomic.Uint64
+	shards    [limiterShards]limShard
 }
 
 type limShard struct {
-	mu        sync.RWMutex
-	hosts     map[string]*hostState
-	nextSweep int64
-	_         [48]byte // keep shards on separate cache lines
+	mu    sync.RWMutex
+	hosts map[string]*hostState
+	peak  int      // largest len(hosts) since the map was last rebuilt
+	_     [32]byte // keep shards on separate cache lines
 }
 
 // NewMemoryLimiter returns an in-memory limiter.
@@ -67,14 +80,53 @@ func NewMemoryLimiter(cfg MemoryLimiterConfig) *MemoryLimiter {
 	for i := range m.shards {
 		m.shards[i].hosts = make(map[string]*hostState)
 	}
+	m.sweepAt.Store(m.sweepStep())
 	return m
+}
+
+// sweepStep is the time between two sweep steps: a pass over the whole
+// table takes IdleTimeout/2.
+func (m *MemoryLimiter) sweepStep() int64 {
+	return max(int64(m.idle/2)/limiterShards, 1)
+}
+
+// maybeSweep sweeps when a sweep step is due: as many shards as steps
+// have come due since the last sweep (all of them after a pass's worth of
+// time without calls), so that every shard is swept at least once per
+// IdleTimeout/2 however often the limiter is called. It is called by
+// Acquire and Learn with the time they read, holding no lock; a call that
+// finds no step due reads one word.
+func (m *MemoryLimiter) maybeSweep(now int64) {
+	at := m.sweepAt.Load()
+	if now < at {
+		return
+	}
+	step := m.sweepStep()
+	k := (now-at)/step + 1
+	next := at + k*step
+	if k >= limiterShards {
+		k, next = limiterShards, now+step
+	}
+	if !m.sweepAt.CompareAndSwap(at, next) {
+		return // another call took these steps
+	}
+	for range k {
+		n := m.sweepNext.Add(1) - 1
+		m.sweep(&m.shards[n%limiterShards], now)
+		if n%limiterShards == limiterShards-1 {
+			m.passes.Add(1)
+		}
+	}
 }
 
 // hostState is the throttle state of one host. It is also the Permit the
 // MemoryLimiter hands out (releasing it frees one slot in flight).
+//
+// Its fields fit 128 bytes (two cache lines, and a size class whose objects
+// are aligned on them), which matters with many hosts: the state of each is
+// then out of the CPU caches, and every line read is a miss.
 type hostState struct {
-	mu      sync.Mutex
-	evicted bool
+	mu sync.Mutex
 	// inflight and nwait change under mu, but Release lowers inflight and
 	// reads nwait without it: a waiter raises nwait before it reads
 	// inflight, and Release lowers inflight before it reads nwait, so
@@ -85,9 +137,14 @@ type hostState struct {
 	head     *waiter
 	tail     *waiter
 
-	cfg          Limit   // last configured limit seen
-	learnedRate  float64 // 0 = none
-	learnedSlots int     // 0 = none
+	// The last configured limit seen (Limit, compacted).
+	cfgRate  float64
+	cfgBurst int32 // 0 means 1
+	cfgSlots int32
+	// learnedRate and learnedSlots come from headers; 0 = none.
+	learnedRate  float64
+	learnedSlots int32
+	evicted      bool
 
 	// The bucket is a schedule (GCRA, virtual scheduling). Times are
 	// nanoseconds since the limiter's epoch (see nanos). tat is the
@@ -133,17 +190,19 @@ func (m *MemoryLimiter) host(key string, lim Limit) *hostState {
 	if h = s.hosts[key]; h != nil {
 		return h
 	}
-	if now >= s.nextSweep {
-		m.sweep(s, now)
-		s.nextSweep = now + int64(m.idle/2)
-	}
-	h = &hostState{cfg: lim, tat: now, lastUsed: now} // a full bucket
+	h = &hostState{tat: now, lastUsed: now} // a full bucket
+	h.configure(lim)
 	s.hosts[key] = h
+	s.peak = max(s.peak, len(s.hosts))
 	return h
 }
 
-// sweep evicts idle hosts of one shard; s.mu is held.
+// sweep evicts the idle hosts of one shard and, when the shard has shrunk
+// to half its peak or less, moves the rest to a new map so that the memory
+// is released (a Go map never shrinks).
 func (m *MemoryLimiter) sweep(s *limShard, now int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for k, h := range s.hosts {
 		h.mu.Lock()
 		if h.inflight.Load() == 0 && h.head == nil && now >= h.pausedUntil && now >= h.tat && now-h.lastUsed >= int64(m.idle) {
@@ -152,16 +211,34 @@ func (m *MemoryLimiter) sweep(s *limShard, now int64) {
 		}
 		h.mu.Unlock()
 	}
+	if len(s.hosts) <= s.peak/2 {
+		hosts := make(map[string]*hostState, len(s.hosts))
+		for k, h := range s.hosts {
+			hosts[k] = h
+		}
+		s.hosts, s.peak = hosts, len(hosts)
+	}
+}
+
+// configure records l as the host's configured limit.
+func (h *hostState) configure(l Limit) {
+	h.cfgRate, h.cfgBurst, h.cfgSlots = l.Rate, clamp32(l.Burst), clamp32(l.MaxInFlight)
+}
+
+// clamp32 returns n within [0, MaxInt32] (a burst or a cap beyond is as
+// good as infinite).
+func clamp32(n int) int32 {
+	return int32(min(max(n, 0), math.MaxInt32))
 }
 
 // effective returns the limit in force: learned values win over cfg.
 func (h *hostState) effective() (rate, burst float64, slots int) {
-	rate, burst, slots = h.cfg.Rate, h.cfg.burst(), h.cfg.MaxInFlight
+	rate, burst, slots = h.cfgRate, max(float64(h.cfgBurst), 1), int(h.cfgSlots)
 	if h.learnedRate > 0 {
 		rate = h.learnedRate
 	}
 	if h.learnedSlots > 0 {
-		slots = h.learnedSlots
+		slots = int(h.learnedSlots)
 	}
 	return
 }
@@ -361,15 +438,17 @@ func (m *MemoryLimiter) acquire(ctx context.Context, a *Admission, cache *atomic
 			continue
 		}
 		now := m.nanos()
-		if h.cfg != a.Limit && h.head != nil {
+		if h.head != nil && (h.cfgRate != a.Limit.Rate || h.cfgBurst != clamp32(a.Limit.Burst) || h.cfgSlots != clamp32(a.Limit.MaxInFlight)) {
 			h.wakeHead() // the new limit applies to the waiters too
 		}
-		h.cfg, h.lastUsed = a.Limit, now
+		h.configure(a.Limit)
+		h.lastUsed = now
 		rate, burst, slots := h.effective()
 		ival := h.pace(now, rate)
 		if h.head == nil && (slots == 0 || h.inflight.Load() < int64(slots)) && h.due(c, burst, ival) <= now && c <= burst {
 			h.charge(now, c, ival)
 			h.mu.Unlock()
+			m.maybeSweep(now)
 			return h, nil
 		}
 		if c > burst {
@@ -426,6 +505,7 @@ func (m *MemoryLimiter) wait(ctx context.Context, h *hostState, w *waiter, key s
 				h.lastUsed = now
 				h.wakeHead() // the next waiter may go too (burst, free slots)
 				h.mu.Unlock()
+				m.maybeSweep(now)
 				return h, nil
 			} else {
 				w.slotWait = true
@@ -506,7 +586,7 @@ func (m *MemoryLimiter) Learn(_ context.Context, key string, s Signals) {
 			h.pace(now, rate) // rescale the schedule at once
 		}
 		if s.HasMaxConcurrent && s.MaxConcurrent > 0 {
-			h.learnedSlots = s.MaxConcurrent
+			h.learnedSlots = clamp32(s.MaxConcurrent)
 		}
 		if !s.PauseUntil.IsZero() {
 			if pu := m.toNanos(s.PauseUntil, now); pu > now && pu > h.pausedUntil {
@@ -519,6 +599,7 @@ func (m *MemoryLimiter) Learn(_ context.Context, key string, s Signals) {
 		}
 		h.wakeHead()
 		h.mu.Unlock()
+		m.maybeSweep(now)
 		return
 	}
 }

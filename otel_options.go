@@ -192,16 +192,6 @@ func (m *MemoryLimiter) keys() []string {
 // cachedHosts returns the hosts in the Transport's host cache.
 func (t *Transport) cachedHosts() []*hostInfo {
 	var out []*hostInfo
-	for i := range t.keys {
-		m := t.keys[i].m.Load()
-		if m == nil {
-			continue
-		}
-		for _, hi := range *m {
-			for ; hi != nil; hi = hi.next {
-				out = append(out, hi)
-			}
-		}
-	}
+	t.forEachCached(func(hi *hostInfo) { out = append(out, hi) })
 	return out
 }

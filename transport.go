@@ -311,7 +311,9 @@ func WithLearnedLimitCap(rps float64, maxInFlight int) Option {
 }
 
 // WithIdleTimeout sets how long the default limiter keeps an idle host's
-// state (default DefaultIdleTimeout).
+// state (default DefaultIdleTimeout); it and the Transport's cached
+// resolution of the host are evicted at most half of it later, by later
+// requests to any host.
 func WithIdleTimeout(d time.Duration) Option {
 	return func(c *config) {
 		if d <= 0 {
@@ -492,20 +494,34 @@ type Transport struct {
 	live    atomic.Pointer[liveState] // the live view's recorder; nil: off (live.go)
 	keys    [keyShards]keyShard
 	llm     llmBudgets // LLM token budgets (llm_budget.go)
+
+	// Idle entries of the host cache are evicted by generations: an entry
+	// is stamped with the generation it was last used in, and the shards
+	// are swept, keySweepShards per hostFor call, after each new
+	// generation; an entry unused for a whole generation goes. A generation starts with each
+	// pass of the MemoryLimiter's sweep (every IdleTimeout/2), or, with
+	// another Limiter, when a miss finds the last one older than
+	// IdleTimeout/2.
+	gen       atomic.Uint64
+	genPass   atomic.Uint64 // the MemoryLimiter pass that started gen
+	genAt     atomic.Int64  // when gen started (UnixNano; other Limiters)
+	sweepNext atomic.Uint64 // next shard to sweep; keyShards: none
 }
 
-const (
-	keyShards       = 256
-	maxKeysPerShard = 64 // a miss copies at most this many entries
-)
+const keyShards = 256
 
 // keyShard caches the resolved hosts of one shard, keyed by the URL's raw
-// scheme and host. Reads are lock-free (copy-on-write map); a full shard
-// starts over, so the cache stays bounded.
+// host. Lookups are lock-free in a read-only map (m); new entries go to
+// dirty, a copy of m plus them, which replaces m once it has been missed as
+// many times as it has entries (sync.Map's scheme: amortized O(1) per new
+// host, whatever the number of hosts). Idle entries are evicted by the
+// Transport's sweeps, which also rebuild the map so that it shrinks.
 type keyShard struct {
-	mu sync.Mutex
-	m  atomic.Pointer[map[string]*hostInfo] // raw URL host -> scheme chain
-	_  [48]byte
+	m      atomic.Pointer[map[string]*hostInfo] // raw URL host -> scheme chain; never written once stored
+	mu     sync.Mutex
+	dirty  map[string]*hostInfo // nil, or every entry of m plus new ones
+	misses int
+	_      [32]byte
 }
 
 // hostInfo is the resolved per-host configuration (immutable), plus a
@@ -518,6 +534,7 @@ type hostInfo struct {
 	limit  Limit
 	state  atomic.Pointer[hostState]
 	live   atomic.Pointer[liveHost] // the live view's record of the host (live.go)
+	gen    atomic.Uint64            // the cache generation it was last used in
 }
 
 // find returns the entry of the chain for scheme.
@@ -584,6 +601,8 @@ func newTransport(c config) *Transport {
 		m := make(map[string]*hostInfo)
 		t.keys[i].m.Store(&m)
 	}
+	t.sweepNext.Store(keyShards)
+	t.genAt.Store(c.clock.Now().UnixNano())
 	t.tel = newTelemetry(c.tel, c.clock)
 	t.obs = t.tel
 	t.tel.registerGauges(t)
@@ -689,16 +708,122 @@ func lower(c byte) byte {
 	return c
 }
 
-// hostFor returns the resolved host of u, from a bounded sharded cache.
-// The entry resolved last is checked first: a client that calls one API
-// (the common case) then needs no hashing. It is written only when an entry
-// is created, so hits never write shared memory.
+// hostFor returns the resolved host of u, from a sharded cache whose idle
+// entries are evicted (see Transport.gen). The entry resolved last is
+// checked first: a client that calls one API (the common case) then needs
+// no hashing. A hit writes shared memory only to stamp an entry with a new
+// generation, once per generation.
 func (t *Transport) hostFor(u *url.URL) *hostInfo {
+	g := t.maintainCache()
 	if hi := t.hot.Load(); hi != nil && hi.host == u.Host && hi.scheme == u.Scheme {
+		hi.touch(g)
 		return hi
 	}
 	s := &t.keys[maphash.String(t.seed, u.Host)%keyShards]
 	if hi := (*s.m.Load())[u.Host].find(u.Scheme); hi != nil {
+		hi.touch(g)
+		return hi
+	}
+	return t.hostMiss(s, u, g)
+}
+
+// internScheme returns the common schemes as constants: comparing a
+// request's scheme with an entry's then reads no memory of the entry's own
+// (with many hosts, each such read is a cache miss).
+func internScheme(s string) string {
+	switch s {
+	case "https":
+		return "https"
+	case "http":
+		return "http"
+	}
+	return s
+}
+
+// touch stamps hi with generation g.
+func (hi *hostInfo) touch(g uint64) {
+	if hi.gen.Load() != g {
+		hi.gen.Store(g)
+	}
+}
+
+// maintainCache starts a new generation when the MemoryLimiter has
+// completed a sweep pass, runs one step of a pending sweep, and returns the
+// current generation. Without a sweep to do it reads three words that
+// change only once per generation.
+func (t *Transport) maintainCache() uint64 {
+	if t.mem != nil {
+		if p, seen := t.mem.passes.Load(), t.genPass.Load(); p != seen && t.genPass.CompareAndSwap(seen, p) {
+			t.newGeneration()
+		}
+	}
+	if n := t.sweepNext.Load(); n < keyShards && t.sweepNext.CompareAndSwap(n, n+keySweepShards) {
+		for i := n; i < n+keySweepShards; i++ {
+			t.sweepKeys(&t.keys[i])
+		}
+	}
+	return t.gen.Load()
+}
+
+// keySweepShards is how many shards of the host cache one call sweeps: a
+// sweep takes keyShards/keySweepShards calls.
+const keySweepShards = 32
+
+// newGeneration starts a generation and a sweep of every shard.
+func (t *Transport) newGeneration() {
+	t.gen.Add(1)
+	t.sweepNext.Store(0)
+}
+
+// sweepKeys evicts the entries of s not used in the current generation nor
+// the one before, into a new map (so the shard's memory shrinks).
+func (t *Transport) sweepKeys(s *keyShard) {
+	g := t.gen.Load()
+	live := func(hi *hostInfo) bool {
+		for ; hi != nil; hi = hi.next {
+			if hi.gen.Load()+1 >= g { // used in g or g-1 (or stamped since)
+				return true
+			}
+		}
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	src := s.dirty
+	if src == nil {
+		src = *s.m.Load()
+	}
+	n := 0
+	for _, hi := range src {
+		if live(hi) {
+			n++
+		}
+	}
+	if n == len(src) && s.dirty == nil {
+		return // nothing to evict
+	}
+	m := make(map[string]*hostInfo, n)
+	for k, hi := range src {
+		if live(hi) {
+			m[k] = hi
+		}
+	}
+	s.m.Store(&m)
+	s.dirty, s.misses = nil, 0
+}
+
+// hostMiss resolves u when it is not in s's read-only map: from dirty, or
+// as a new entry.
+func (t *Transport) hostMiss(s *keyShard, u *url.URL, g uint64) *hostInfo {
+	if t.mem == nil {
+		t.maybeNewGeneration()
+		g = t.gen.Load()
+	}
+	s.mu.Lock()
+	hi := s.lookupLocked(u)
+	s.mu.Unlock()
+	if hi != nil {
+		hi.touch(g)
 		return hi
 	}
 	key := HostKey(u)
@@ -706,27 +831,81 @@ func (t *Transport) hostFor(u *url.URL) *hostInfo {
 	if port == "" {
 		port = key[strings.LastIndexByte(key, ':')+1:]
 	}
-	hi := &hostInfo{host: u.Host, scheme: u.Scheme, key: key, limit: t.cfg.limitFor(host, port)}
+	hi = &hostInfo{host: u.Host, scheme: internScheme(u.Scheme), key: key, limit: t.cfg.limitFor(host, port)}
+	hi.gen.Store(g)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := *s.m.Load()
-	chain := old[u.Host]
-	if prev := chain.find(u.Scheme); prev != nil {
+	if prev := s.lookupLocked(u); prev != nil {
 		return prev
 	}
-	hi.next = chain
-	var m map[string]*hostInfo
-	if len(old) >= maxKeysPerShard {
-		m = make(map[string]*hostInfo)
-		hi.next = nil
-	} else {
-		m = make(map[string]*hostInfo, len(old)+1)
-		for k, v := range old {
-			m[k] = v
+	if s.dirty == nil {
+		read := *s.m.Load()
+		s.dirty = make(map[string]*hostInfo, len(read)+1)
+		for k, v := range read {
+			s.dirty[k] = v
 		}
 	}
-	m[u.Host] = hi
-	s.m.Store(&m)
+	hi.next = s.dirty[u.Host] // chains are immutable: prepend
+	s.dirty[u.Host] = hi
+	s.missed()
 	t.hot.Store(hi)
 	return hi
+}
+
+// lookupLocked finds u in s's maps, counting a miss of the read-only map;
+// s.mu is held.
+func (s *keyShard) lookupLocked(u *url.URL) *hostInfo {
+	if hi := (*s.m.Load())[u.Host].find(u.Scheme); hi != nil {
+		return hi
+	}
+	if s.dirty == nil {
+		return nil
+	}
+	hi := s.dirty[u.Host].find(u.Scheme)
+	if hi != nil {
+		s.missed()
+	}
+	return hi
+}
+
+// missed counts a lookup that the read-only map could not answer; once
+// there are as many as dirty has entries, dirty replaces it.
+func (s *keyShard) missed() {
+	if s.misses++; s.misses >= len(s.dirty) {
+		d := s.dirty
+		s.m.Store(&d)
+		s.dirty, s.misses = nil, 0
+	}
+}
+
+// maybeNewGeneration starts a generation when the current one is older than
+// half the idle timeout (with a Limiter other than the MemoryLimiter, whose
+// passes otherwise start them); called on misses only.
+func (t *Transport) maybeNewGeneration() {
+	idle := t.cfg.idleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
+	now := t.clock.Now().UnixNano()
+	if at := t.genAt.Load(); now-at >= int64(idle/2) && t.genAt.CompareAndSwap(at, now) {
+		t.newGeneration()
+	}
+}
+
+// forEachCached calls f for every entry of the host cache.
+func (t *Transport) forEachCached(f func(*hostInfo)) {
+	for i := range t.keys {
+		s := &t.keys[i]
+		s.mu.Lock()
+		m := s.dirty
+		if m == nil {
+			m = *s.m.Load()
+		}
+		for _, hi := range m {
+			for ; hi != nil; hi = hi.next {
+				f(hi)
+			}
+		}
+		s.mu.Unlock()
+	}
 }
