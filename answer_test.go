@@ -124,7 +124,7 @@ func TestTricklingAnswerReturnedAtOnce(t *testing.T) {
 				// Far enough for the round trip, near enough not to slow
 				// the test; the fake clock never fires the answer timer.
 				var dcancel context.CancelFunc
-				ctx, dcancel = context.WithTimeout(ctx, 500*time.Millisecond)
+				ctx, dcancel = context.WithTimeout(ctx, 2*time.Second)
 				defer dcancel()
 			}
 			done := roundTripAsync(tr, newReq(t, ctx, http.MethodGet, srv.URL+"/x", nil))

@@ -136,7 +136,9 @@ type Limiter interface {
 	// Permit. It predicts the wait first: when the request cannot start by
 	// a.Deadline it returns a *ThrottleError at once, without waiting.
 	// While waiting it honours ctx (returning ctx.Err() when ctx is done)
-	// and a.Deadline (returning a *ThrottleError when it passes).
+	// and a.Deadline (returning a *ThrottleError when it passes). It returns
+	// a Permit or an error: the Transport fails a request given neither
+	// (ErrNilPermit), and releases a Permit returned with an error.
 	Acquire(ctx context.Context, a Admission) (Permit, error)
 	// Learn applies what a response from host key said: a pace
 	// (s.HasRPS: the new rate), a cap (s.HasMaxConcurrent: the new in-flight
