@@ -156,7 +156,10 @@ func New(opts ...Option) (*Engine, error) {
 		planUsed: map[string]int{},
 	}
 	if e.hc == nil {
-		e.hc = &http.Client{Timeout: 30 * time.Second, Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		// A pool sized for concurrent jobs and deliveries (Go's default
+		// keeps 2 idle connections per host, so every other request opened
+		// a new connection).
+		e.hc = &http.Client{Timeout: 30 * time.Second, Transport: ezclient.NewHTTPTransport()}
 		e.ownHC = true
 	}
 	for _, r := range cfg.regions {

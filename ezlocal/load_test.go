@@ -372,3 +372,45 @@ func TestCloseClosesQuietConnections(t *testing.T) {
 		})
 	}
 }
+
+// countingServer is an httptest server counting the connections opened to
+// it.
+func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	var opened atomic.Int64
+	s := httptest.NewUnstartedServer(h)
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			opened.Add(1)
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	return s, &opened
+}
+
+// The engine's default client keeps the connections of concurrent jobs and
+// deliveries for the next ones (issue 18 item 5: over a clone of
+// http.DefaultTransport it kept 2 per host, and 20,000 jobs opened 25,345
+// connections).
+func TestDefaultClientPoolsConnections(t *testing.T) {
+	const conc, bursts = 16, 8
+	e, _ := startEngine(t, WithDefaultPace(1e6, conc), WithWebhookRetries())
+	dst, dstOpened := countingServer(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+	hook, hookOpened := countingServer(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) })
+	n := 0
+	for range bursts {
+		for range conc {
+			n++
+			_, err := e.submit(ezclient.DialectCloud, "cus", strconv.Itoa(n),
+				&ezclient.Job{URL: dst.URL, Webhooks: []ezclient.Webhook{{URL: hook.URL}}}, "", "")
+			require.NoError(t, err)
+		}
+		require.NoError(t, e.WaitIdle(context.Background()))
+	}
+	for _, ji := range e.Jobs() {
+		require.True(t, ji.Has(EventWebhookDelivered), "%v", ji.Events)
+	}
+	assert.LessOrEqual(t, dstOpened.Load(), int64(2*conc), "connections to the destination for %d jobs", n)
+	assert.LessOrEqual(t, hookOpened.Load(), int64(2*conc), "connections to the webhook for %d deliveries", n)
+}

@@ -198,8 +198,9 @@ func WithClock(clk Clock) Option {
 }
 
 // WithHTTPClient sets the client the engine uses to call destinations and
-// deliver webhooks (default: a client of its own with a 30 s timeout, whose
-// idle connections Close releases).
+// deliver webhooks (default: a client of its own with a 30 s timeout over
+// ezclient.NewHTTPTransport, which keeps up to 64 idle connections per host
+// for concurrent jobs; Close releases them).
 func WithHTTPClient(hc *http.Client) Option {
 	return func(c *config) {
 		if hc == nil {
