@@ -65,7 +65,9 @@ func (d Dialect) String() string {
 }
 
 // Client talks to an EZThrottle engine. Create it with New; it is safe for
-// concurrent use.
+// concurrent use. Create one Client and share it, as with http.Client:
+// without WithHTTPClient each Client has a connection pool of its own
+// (see NewHTTPTransport and CloseIdleConnections).
 type Client struct {
 	dialect   Dialect
 	apiKey    string
