@@ -421,3 +421,62 @@ func TestDefaultClientPoolsConnections(t *testing.T) {
 	assert.LessOrEqual(t, dstOpened.Load(), int64(2*conc), "connections to the destination for %d jobs", n)
 	assert.LessOrEqual(t, hookOpened.Load(), int64(2*conc), "connections to the webhook for %d deliveries", n)
 }
+
+// BenchmarkEngineConnections runs 2,000 jobs (64 in flight to one host, a
+// webhook each) through an engine whose client pools as http.DefaultTransport
+// does (2 idle connections per host, the previous default) and through the
+// default client, and reports the connections opened per job.
+//
+//	go test -run '^$' -bench EngineConnections -benchtime 3x ./ezlocal/
+func BenchmarkEngineConnections(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		opts func() []Option
+	}{
+		{"pool=2(http.DefaultTransport)", func() []Option {
+			return []Option{WithHTTPClient(&http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()})}
+		}},
+		{fmt.Sprintf("pool=%d(default)", ezclient.DefaultMaxIdleConnsPerHost), func() []Option { return nil }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			const n = 2000
+			var opened atomic.Int64
+			count := func(_ net.Conn, st http.ConnState) {
+				if st == http.StateNew {
+					opened.Add(1)
+				}
+			}
+			dst := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+			dst.Config.ConnState = count
+			dst.Start()
+			defer dst.Close()
+			hook := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) }))
+			hook.Config.ConnState = count
+			hook.Start()
+			defer hook.Close()
+			opts := append([]Option{WithClock(instantClock{}), WithDefaultPace(1e6, 64), WithWebhookRetries(), WithMaxFinishedJobs(100)}, tc.opts()...)
+			e, err := New(opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer e.Close()
+			defer e.hc.CloseIdleConnections()
+			seq := 0
+			b.ResetTimer()
+			for range b.N {
+				for range n {
+					seq++
+					if _, err := e.submit(ezclient.DialectCloud, "cus", strconv.Itoa(seq),
+						&ezclient.Job{URL: dst.URL, Webhooks: []ezclient.Webhook{{URL: hook.URL}}}, "", ""); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := e.WaitIdle(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(opened.Load())/float64(n*b.N), "conns/job")
+		})
+	}
+}
