@@ -354,7 +354,10 @@ func TestCloseClosesQuietConnections(t *testing.T) {
 			for range 10 {
 				cs = append(cs, dial(t, e))
 			}
-			require.Eventually(t, func() bool { return e.freshConns() == 10 }, 20*time.Second, time.Millisecond)
+			// At least ours: the client's pool may hold dials that lost the
+			// race to a reused connection and never carried a request (quiet
+			// connections too).
+			require.Eventually(t, func() bool { return e.freshConns() >= 10 }, 20*time.Second, time.Millisecond)
 			return cs
 		}},
 	}
