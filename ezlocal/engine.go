@@ -427,15 +427,18 @@ func (e *Engine) JobsSubmitted() int {
 	return int(e.seq)
 }
 
-// retire applies WithMaxFinishedJobs to a job that has just settled: it is
-// kept, and the earliest-settled jobs beyond the bound are forgotten.
-func (e *Engine) retire(j *job) {
+// settle marks the job settled and applies WithMaxFinishedJobs: it is kept,
+// and the earliest-settled jobs beyond the bound are forgotten, in one step
+// under e.mu, so that whoever sees the job settled also sees the bound
+// applied.
+func (e *Engine) settle(j *job) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	close(j.settled)
 	limit := e.cfg.maxFinished
 	if limit == 0 {
 		return
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.settledQ = append(e.settledQ, j)
 	for len(e.settledQ)-e.settledAt > limit {
 		e.dropLocked(e.settledQ[e.settledAt])
