@@ -122,7 +122,7 @@ type Engine struct {
 	closed     bool
 	seq        int64
 	jobs       map[string]*job
-	order      []*job // submission order; may hold dropped jobs (see retire)
+	order      []*job // submission order; may hold dropped jobs (see settle)
 	nDropped   int    // dropped jobs still in order
 	settledQ   []*job // settled jobs kept, earliest first, from settledAt (WithMaxFinishedJobs)
 	settledAt  int
