@@ -697,6 +697,14 @@ func TestWrapDoesNotMutateClient(t *testing.T) {
 	w2.CloseIdleConnections()
 	assert.Equal(t, 1, base.n, "CloseIdleConnections is forwarded")
 
+	// ... to the submitter too (an *ezclient.Client's pooled connections).
+	sub := &closingSubmitter{}
+	w4, err := ezthrottle.Wrap(orig2, ezthrottle.WithForwarding(sub))
+	require.NoError(t, err)
+	w4.CloseIdleConnections()
+	assert.Equal(t, 2, base.n)
+	assert.Equal(t, 1, sub.n, "CloseIdleConnections reaches the submitter")
+
 	w3, err := ezthrottle.Wrap(nil)
 	require.NoError(t, err)
 	assert.NotNil(t, w3.Transport)
@@ -716,6 +724,13 @@ func (c *closeCounter) RoundTrip(r *http.Request) (*http.Response, error) {
 	return respond(r, 200, ""), nil
 }
 func (c *closeCounter) CloseIdleConnections() { c.n++ }
+
+type closingSubmitter struct{ n int }
+
+func (s *closingSubmitter) Submit(context.Context, *ezclient.Job) (*ezclient.Submission, error) {
+	return nil, errors.New("not used")
+}
+func (s *closingSubmitter) CloseIdleConnections() { s.n++ }
 
 func TestMiddlewareSharesLimiter(t *testing.T) {
 	mw, err := ezthrottle.Middleware(ezthrottle.WithDefaultLimit(ezthrottle.Limit{Rate: math.Inf(1), MaxInFlight: 1}))

@@ -656,9 +656,13 @@ func (t *Transport) Limiter() Limiter { return t.limiter }
 func (t *Transport) Base() http.RoundTripper { return t.base }
 
 // CloseIdleConnections closes the idle connections of the base
-// RoundTripper, when it has such a method.
+// RoundTripper and of the submitter (an *ezclient.Client's connections to
+// the engine), when they have such a method.
 func (t *Transport) CloseIdleConnections() {
 	if ci, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
+	if ci, ok := t.cfg.submitter.(interface{ CloseIdleConnections() }); ok {
 		ci.CloseIdleConnections()
 	}
 }

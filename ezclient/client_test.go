@@ -303,7 +303,15 @@ func TestNewDefaultsAndAccessors(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotNil(t, d.Logger(), "WithLogger(nil) keeps the silent default")
 	assert.Equal(t, 30*time.Second, d.HTTPClient().Timeout)
-	assert.Same(t, http.DefaultClient, d.LocalHTTPClient())
+	// The default clients share one transport of their own, pooled for
+	// concurrent use; http.DefaultTransport is neither used nor modified.
+	tr, ok := d.HTTPClient().Transport.(*http.Transport)
+	require.True(t, ok)
+	assert.Same(t, tr, d.LocalHTTPClient().Transport)
+	assert.Zero(t, d.LocalHTTPClient().Timeout)
+	assert.NotSame(t, http.DefaultTransport, tr)
+	assert.Equal(t, DefaultMaxIdleConnsPerHost, tr.MaxIdleConnsPerHost)
+	assert.Zero(t, http.DefaultTransport.(*http.Transport).MaxIdleConnsPerHost)
 	assert.Equal(t, "ezthrottle-go/"+Version, d.userAgent)
 }
 

@@ -64,9 +64,11 @@
 //     per webhook delivery whose context the request carries (see
 //     WithTracerProvider).
 //   - Memory: the engine keeps every job it accepted (spec, result, event
-//     history) and the pace of every destination host for its whole life,
-//     so that Job, Jobs and de-duplication work; it is meant for development
-//     and tests, not for long-running production traffic.
+//     history; ~3 KB for a small job) and the pace of every destination host
+//     for its whole life, so that Job, Jobs and de-duplication work;
+//     WithMaxFinishedJobs bounds the settled jobs kept (the earliest-settled
+//     are forgotten, as if never submitted). It is meant for development and
+//     tests, not for long-running production traffic.
 //   - Requests to destinations and webhooks carry X-EZThrottle-Job-ID and
 //     X-EZThrottle-Region headers. The proxy serves target_url by its path
 //     alone, whatever its host.
@@ -122,7 +124,10 @@ type Engine struct {
 	closed     bool
 	seq        int64
 	jobs       map[string]*job
-	order      []*job
+	order      []*job // submission order; may hold dropped jobs (see settle)
+	nDropped   int    // dropped jobs still in order
+	settledQ   []*job // settled jobs kept, earliest first, from settledAt (WithMaxFinishedJobs)
+	settledAt  int
 	byKey      map[string]*job
 	regions    map[string]*RegionConfig
 	regionList []string
@@ -153,7 +158,10 @@ func New(opts ...Option) (*Engine, error) {
 		planUsed: map[string]int{},
 	}
 	if e.hc == nil {
-		e.hc = &http.Client{Timeout: 30 * time.Second, Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		// A pool sized for concurrent jobs and deliveries (Go's default
+		// keeps 2 idle connections per host, so every other request opened
+		// a new connection).
+		e.hc = &http.Client{Timeout: 30 * time.Second, Transport: ezclient.NewHTTPTransport()}
 		e.ownHC = true
 	}
 	for _, r := range cfg.regions {
@@ -399,15 +407,74 @@ func (e *Engine) Job(id string) (JobInfo, bool) {
 	return j.info(), true
 }
 
-// Jobs returns snapshots of every job, in submission order.
+// Jobs returns snapshots of every job, in submission order (without those
+// WithMaxFinishedJobs dropped).
 func (e *Engine) Jobs() []JobInfo {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := make([]JobInfo, len(e.order))
-	for i, j := range e.order {
-		out[i] = j.info()
+	out := make([]JobInfo, 0, len(e.order)-e.nDropped)
+	for _, j := range e.order {
+		if !j.dropped {
+			out = append(out, j.info())
+		}
 	}
 	return out
+}
+
+// JobsSubmitted returns how many jobs the engine has accepted, including
+// those WithMaxFinishedJobs dropped since.
+func (e *Engine) JobsSubmitted() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return int(e.seq)
+}
+
+// settle marks the job settled and applies WithMaxFinishedJobs: it is kept,
+// and the earliest-settled jobs beyond the bound are forgotten, in one step
+// under e.mu, so that whoever sees the job settled also sees the bound
+// applied.
+func (e *Engine) settle(j *job) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	close(j.settled)
+	limit := e.cfg.maxFinished
+	if limit == 0 {
+		return
+	}
+	e.settledQ = append(e.settledQ, j)
+	for len(e.settledQ)-e.settledAt > limit {
+		e.dropLocked(e.settledQ[e.settledAt])
+		e.settledQ[e.settledAt] = nil
+		e.settledAt++
+	}
+	if e.settledAt >= limit {
+		// Shift the kept ones down once per limit drops: O(1) amortised,
+		// and the backing array stays under 2×limit+1.
+		k := copy(e.settledQ, e.settledQ[e.settledAt:])
+		clear(e.settledQ[k:])
+		e.settledQ, e.settledAt = e.settledQ[:k], 0
+	}
+}
+
+// dropLocked forgets a settled job; e.mu is held.
+func (e *Engine) dropLocked(j *job) {
+	j.dropped = true
+	delete(e.jobs, j.id)
+	if dk := dedupKey(j.dialect, j.customer, j.key); e.byKey[dk] == j {
+		delete(e.byKey, dk)
+	}
+	e.nDropped++
+	if e.nDropped > len(e.order)/2 {
+		kept := e.order[:0]
+		for _, o := range e.order {
+			if !o.dropped {
+				kept = append(kept, o)
+			}
+		}
+		clear(e.order[len(kept):])
+		e.order = kept
+		e.nDropped = 0
+	}
 }
 
 // JobByKey returns the job a Cloud customer (or self-hosted user) submitted
@@ -433,22 +500,26 @@ func (e *Engine) WaitJob(ctx context.Context, id string) (JobInfo, error) {
 	if !ok {
 		return JobInfo{}, fmt.Errorf("%w: %q", ErrJobNotFound, id)
 	}
+	// The snapshot comes from the job itself, not from a lookup by ID: a
+	// job WithMaxFinishedJobs drops right after it settles is still
+	// reported.
+	snapshot := func() JobInfo {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return j.info()
+	}
 	select {
 	case <-j.settled: // a settled job wins over a closed engine or ctx
-		info, _ := e.Job(id)
-		return info, nil
+		return snapshot(), nil
 	default:
 	}
 	select {
 	case <-j.settled:
-		info, _ := e.Job(id)
-		return info, nil
+		return snapshot(), nil
 	case <-ctx.Done():
-		info, _ := e.Job(id)
-		return info, ctx.Err()
+		return snapshot(), ctx.Err()
 	case <-e.ctx.Done():
-		info, _ := e.Job(id)
-		return info, ErrClosed
+		return snapshot(), ErrClosed
 	}
 }
 

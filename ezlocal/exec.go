@@ -46,7 +46,7 @@ func failure(region, url, reason string) outcome {
 func (e *Engine) run(j *job) {
 	ctx, span := e.tracing.startJob(e.ctx, j)
 	spec := j.spec
-	defer close(j.settled)
+	defer e.settle(j)
 	defer func() {
 		e.mu.Lock()
 		ok, reason := j.status == ezclient.StatusCompleted, j.reason

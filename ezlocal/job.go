@@ -216,6 +216,7 @@ type job struct {
 	events     []Event
 	finishedAt time.Time
 	subs       map[chan sseMsg]struct{}
+	dropped    bool // forgotten by WithMaxFinishedJobs
 }
 
 func (j *job) info() JobInfo {

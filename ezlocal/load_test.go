@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -219,20 +220,26 @@ func (instantClock) Sleep(ctx context.Context, _ time.Duration) error { return c
 // (issue 18 item 6: 984 vs 114 jobs/s when every waiter was woken). The two
 // queue lengths alternate within each iteration, so the machine's drift
 // affects both alike; ratio is jobs/s with 20,000 queued over jobs/s with
-// 2,000.
+// 2,000 (median-ratio: the median of the iterations' ratios, less exposed
+// to a burst of load on a shared machine).
 //
 //	go test -run '^$' -bench PaceQueue -benchtime 5x ./ezlocal/
 func BenchmarkPaceQueue(b *testing.B) {
 	const measured = 1000
 	var small, large time.Duration
+	var ratios []float64
 	for range b.N {
-		small += paceQueueRun(b, 2000, measured)
-		large += paceQueueRun(b, 20000, measured)
+		s := paceQueueRun(b, 2000, measured)
+		l := paceQueueRun(b, 20000, measured)
+		small, large = small+s, large+l
+		ratios = append(ratios, s.Seconds()/l.Seconds())
 	}
 	rate := func(d time.Duration) float64 { return float64(measured*b.N) / d.Seconds() }
 	b.ReportMetric(rate(small), "jobs/s-2k-queued")
 	b.ReportMetric(rate(large), "jobs/s-20k-queued")
 	b.ReportMetric(rate(large)/rate(small), "ratio")
+	slices.Sort(ratios)
+	b.ReportMetric(ratios[len(ratios)/2], "median-ratio")
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -347,7 +354,10 @@ func TestCloseClosesQuietConnections(t *testing.T) {
 			for range 10 {
 				cs = append(cs, dial(t, e))
 			}
-			require.Eventually(t, func() bool { return e.freshConns() == 10 }, 20*time.Second, time.Millisecond)
+			// At least ours: the client's pool may hold dials that lost the
+			// race to a reused connection and never carried a request (quiet
+			// connections too).
+			require.Eventually(t, func() bool { return e.freshConns() >= 10 }, 20*time.Second, time.Millisecond)
 			return cs
 		}},
 	}
@@ -369,6 +379,107 @@ func TestCloseClosesQuietConnections(t *testing.T) {
 			}
 			<-closed
 			assert.Zero(t, e.freshConns())
+		})
+	}
+}
+
+// countingServer is an httptest server counting the connections opened to
+// it.
+func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	var opened atomic.Int64
+	s := httptest.NewUnstartedServer(h)
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			opened.Add(1)
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	return s, &opened
+}
+
+// The engine's default client keeps the connections of concurrent jobs and
+// deliveries for the next ones (issue 18 item 5: over a clone of
+// http.DefaultTransport it kept 2 per host, and 20,000 jobs opened 25,345
+// connections).
+func TestDefaultClientPoolsConnections(t *testing.T) {
+	const conc, bursts = 16, 8
+	e, _ := startEngine(t, WithDefaultPace(1e6, conc), WithWebhookRetries())
+	dst, dstOpened := countingServer(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+	hook, hookOpened := countingServer(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) })
+	n := 0
+	for range bursts {
+		for range conc {
+			n++
+			_, err := e.submit(ezclient.DialectCloud, "cus", strconv.Itoa(n),
+				&ezclient.Job{URL: dst.URL, Webhooks: []ezclient.Webhook{{URL: hook.URL}}}, "", "")
+			require.NoError(t, err)
+		}
+		require.NoError(t, e.WaitIdle(context.Background()))
+	}
+	for _, ji := range e.Jobs() {
+		require.True(t, ji.Has(EventWebhookDelivered), "%v", ji.Events)
+	}
+	assert.LessOrEqual(t, dstOpened.Load(), int64(2*conc), "connections to the destination for %d jobs", n)
+	assert.LessOrEqual(t, hookOpened.Load(), int64(2*conc), "connections to the webhook for %d deliveries", n)
+}
+
+// BenchmarkEngineConnections runs 2,000 jobs (64 in flight to one host, a
+// webhook each) through an engine whose client pools as http.DefaultTransport
+// does (2 idle connections per host, the previous default) and through the
+// default client, and reports the connections opened per job.
+//
+//	go test -run '^$' -bench EngineConnections -benchtime 3x ./ezlocal/
+func BenchmarkEngineConnections(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		opts func() []Option
+	}{
+		{"pool=2(http.DefaultTransport)", func() []Option {
+			return []Option{WithHTTPClient(&http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()})}
+		}},
+		{fmt.Sprintf("pool=%d(default)", ezclient.DefaultMaxIdleConnsPerHost), func() []Option { return nil }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			const n = 2000
+			var opened atomic.Int64
+			count := func(_ net.Conn, st http.ConnState) {
+				if st == http.StateNew {
+					opened.Add(1)
+				}
+			}
+			dst := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+			dst.Config.ConnState = count
+			dst.Start()
+			defer dst.Close()
+			hook := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) }))
+			hook.Config.ConnState = count
+			hook.Start()
+			defer hook.Close()
+			opts := append([]Option{WithClock(instantClock{}), WithDefaultPace(1e6, 64), WithWebhookRetries(), WithMaxFinishedJobs(100)}, tc.opts()...)
+			e, err := New(opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer e.Close()
+			defer e.hc.CloseIdleConnections()
+			seq := 0
+			b.ResetTimer()
+			for range b.N {
+				for range n {
+					seq++
+					if _, err := e.submit(ezclient.DialectCloud, "cus", strconv.Itoa(seq),
+						&ezclient.Job{URL: dst.URL, Webhooks: []ezclient.Webhook{{URL: hook.URL}}}, "", ""); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := e.WaitIdle(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(opened.Load())/float64(n*b.N), "conns/job")
 		})
 	}
 }

@@ -146,6 +146,7 @@ type config struct {
 	secrets          map[string]secretPair
 	admissionLimit   int
 	admissionRetryIn time.Duration
+	maxFinished      int
 	eventHook        func(jobID string, ev Event)
 	tracerProvider   trace.TracerProvider
 	propagators      propagation.TextMapPropagator
@@ -198,8 +199,9 @@ func WithClock(clk Clock) Option {
 }
 
 // WithHTTPClient sets the client the engine uses to call destinations and
-// deliver webhooks (default: a client of its own with a 30 s timeout, whose
-// idle connections Close releases).
+// deliver webhooks (default: a client of its own with a 30 s timeout over
+// ezclient.NewHTTPTransport, which keeps up to 64 idle connections per host
+// for concurrent jobs; Close releases them).
 func WithHTTPClient(hc *http.Client) Option {
 	return func(c *config) {
 		if hc == nil {
@@ -396,6 +398,26 @@ func WithAdmissionLimit(max int, retryAfter time.Duration) Option {
 			return
 		}
 		c.admissionLimit, c.admissionRetryIn = max, retryAfter
+	}
+}
+
+// WithMaxFinishedJobs bounds how many settled jobs the engine keeps (each
+// holds its spec, result and event history, ~3 KB for a small job). When a
+// job settles — executed, children spawned, every webhook delivery finished
+// — and more than n settled jobs are kept, the one that settled earliest is
+// dropped. A dropped job is forgotten entirely, as if it had never been
+// submitted: Job, JobByKey and WaitJob report it not found (ErrJobNotFound),
+// Jobs omits it, GET /jobs/{id} and its stream answer 404 as for an unknown
+// ID, and its idempotent key is free again (a later submission with it
+// starts a new job). Jobs still running are never dropped. n = 0, the
+// default, keeps every job until Close.
+func WithMaxFinishedJobs(n int) Option {
+	return func(c *config) {
+		if n < 0 {
+			c.errf("WithMaxFinishedJobs(%d): negative", n)
+			return
+		}
+		c.maxFinished = n
 	}
 }
 

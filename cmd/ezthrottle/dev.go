@@ -36,8 +36,14 @@ type devConfig struct {
 	secret         string
 	webhookRetries string
 	retryDelay     time.Duration
+	maxFinished    int
 	verbose        bool
 }
+
+// defaultDevMaxFinished is how many settled jobs 'ezthrottle dev' keeps by
+// default (~3 KB each for small jobs, so ~30 MB), so that a long session or
+// a load test does not grow without bound.
+const defaultDevMaxFinished = 10000
 
 func (a *app) dev(ctx context.Context, args []string) error {
 	var c devConfig
@@ -55,6 +61,7 @@ func (a *app) dev(ctx context.Context, args []string) error {
 	fs.StringVar(&c.secret, "webhook-secret", "", "sign Cloud-dialect webhook deliveries with this secret (default $EZTHROTTLE_WEBHOOK_SECRET; at least 16 characters); self-hosted deliveries are never signed")
 	fs.StringVar(&c.webhookRetries, "webhook-retries", "1s,2s,4s,8s", "waits between webhook delivery attempts, comma-separated (\"none\": one attempt)")
 	fs.DurationVar(&c.retryDelay, "retry-delay", ezlocal.DefaultRetryDelay, "first wait before a same-region retry when the destination sends no Retry-After")
+	fs.IntVar(&c.maxFinished, "max-finished-jobs", defaultDevMaxFinished, "settled jobs kept for status lookups; the earliest-settled beyond it are forgotten (404 like an unknown job); 0 keeps all")
 	fs.BoolVar(&c.verbose, "verbose", false, "log every job event (queued, attempts, retries, deliveries) to stderr")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -85,7 +92,7 @@ func (a *app) dev(ctx context.Context, args []string) error {
 	a.printDevBanner(e, c)
 	<-ctx.Done()
 	fmt.Fprintln(a.stdout, "\nShutting down: cancelling running jobs and deliveries...")
-	n := len(e.Jobs())
+	n := e.JobsSubmitted()
 	e.Close()
 	fmt.Fprintf(a.stdout, "Engine stopped (%d job(s) submitted during this session).\n", n)
 	return nil
@@ -107,6 +114,10 @@ func (c *devConfig) options() ([]ezlocal.Option, error) {
 		return nil, usagef("--retry-delay must not be negative")
 	}
 	opts = append(opts, ezlocal.WithRetryDelay(c.retryDelay))
+	if c.maxFinished < 0 {
+		return nil, usagef("--max-finished-jobs must not be negative")
+	}
+	opts = append(opts, ezlocal.WithMaxFinishedJobs(c.maxFinished))
 
 	latency := map[string]time.Duration{}
 	for _, l := range c.latencies {
@@ -198,6 +209,11 @@ func (a *app) printDevBanner(e *ezlocal.Engine, c devConfig) {
 	fmt.Fprintf(w, "  regions        %s\n", strings.Join(names, ", "))
 	fmt.Fprintf(w, "  pace           %g req/s, %d in flight per destination host (steered by X-EZTHROTTLE-RPS / X-EZTHROTTLE-MAX-CONCURRENT)\n", c.rps, c.maxConcurrent)
 	fmt.Fprintf(w, "  webhook signing %s\n", signing)
+	kept := "every job until stopped (--max-finished-jobs 0)"
+	if c.maxFinished > 0 {
+		kept = fmt.Sprintf("the last %d settled jobs, plus those running (--max-finished-jobs)", c.maxFinished)
+	}
+	fmt.Fprintf(w, "  job history    %s\n", kept)
 	fmt.Fprintf(w, "  development API key: %s (accepted by this local engine only; not a secret)\n\n", e.APIKey())
 	fmt.Fprintf(w, "Use it from the SDK, the examples and 'ezthrottle submit':\n\n")
 	fmt.Fprintf(w, "  export EZTHROTTLE_API_KEY=%s\n", e.APIKey())

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -173,6 +175,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"dev repeated region", []string{"dev", "--regions", "iad,lax,iad"}, `--regions: region "iad" repeated`},
 		{"dev short secret", []string{"dev", "--webhook-secret", "short"}, "at least 16"},
 		{"dev bad retries", []string{"dev", "--webhook-retries", "1s,soon"}, "--webhook-retries"},
+		{"dev negative max finished jobs", []string{"dev", "--max-finished-jobs", "-1"}, "--max-finished-jobs"},
 		{"listen bad path", []string{"listen", "--path", "hook"}, "--path must start"},
 		{"listen secondary alone", []string{"listen", "--secondary-secret", testSecret}, "needs --secret"},
 	}
@@ -540,4 +543,42 @@ func TestListenSignedOnly(t *testing.T) {
 	code, _, errs := exec(t, context.Background(), env{}, "", "listen", "--signed-only")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, errs, "--signed-only needs --secret")
+}
+
+// TestDevMaxFinishedJobs: 'ezthrottle dev' bounds the settled jobs it keeps
+// (10,000 by default); a forgotten job's status lookup answers 404 like an
+// unknown job.
+func TestDevMaxFinishedJobs(t *testing.T) {
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer api.Close()
+	dev := background(t, env{}, "dev", "--addr", "127.0.0.1:0", "--max-finished-jobs", "1")
+	engineURL := dev.out.waitFor(t, `export EZTHROTTLE_URL=(\S+)`)
+	assert.Contains(t, dev.out.String(), "the last 1 settled jobs")
+	c, err := ezclient.New(ezclient.WithSelfHosted(engineURL, "u"))
+	require.NoError(t, err)
+	ctx := context.Background()
+	var ids []string
+	for i := range 2 {
+		sub, err := c.Submit(ctx, &ezclient.Job{URL: api.URL + "/" + strconv.Itoa(i), Webhooks: []ezclient.Webhook{{URL: api.URL + "/hook"}}})
+		require.NoError(t, err)
+		_, err = c.WaitJob(ctx, sub.JobID)
+		require.NoError(t, err)
+		ids = append(ids, sub.JobID)
+	}
+	// The first job is forgotten once the second has settled (its webhook
+	// delivered), just after it completed.
+	require.Eventually(t, func() bool {
+		_, err := c.GetJob(ctx, ids[0])
+		return errors.Is(err, ezclient.ErrNotFound)
+	}, 20*time.Second, 5*time.Millisecond)
+	_, err = c.GetJob(ctx, ids[1])
+	require.NoError(t, err)
+	c.HTTPClient().CloseIdleConnections()
+	assert.Equal(t, 0, dev.stop())
+	assert.Contains(t, dev.out.String(), "Engine stopped (2 job(s)")
+
+	// The default keeps 10,000.
+	def := background(t, env{}, "dev", "--addr", "127.0.0.1:0")
+	def.out.waitFor(t, `(the last 10000 settled jobs)`)
+	assert.Equal(t, 0, def.stop())
 }

@@ -116,7 +116,7 @@ func (a *app) submit(ctx context.Context, args []string) error {
 		return writeJSON(a.stdout, job)
 	}
 
-	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr := ezclient.NewHTTPTransport()
 	defer tr.CloseIdleConnections()
 	opts := []ezclient.Option{
 		ezclient.WithHTTPClient(&http.Client{Transport: tr, Timeout: c.timeout}),
