@@ -17,7 +17,9 @@ It speaks both dialects: the Cloud proxy (POST /api/v1/proxy, checked against
 the development API key it prints) and the self-hosted API (POST /jobs,
 GET /jobs/{id}, GET /jobs/{id}/stream, GET /health). Jobs really run: their
 destinations are called with per-host pacing, retries, simulated regions,
-fallbacks and children, and results are delivered to every webhook.
+fallbacks and children, and results are delivered to every webhook. Its
+root URL serves a live dashboard of the jobs, their attempts and webhook
+deliveries, and the pace of every destination.
 
 Export the variables it prints and every example, the SDK and
 'ezthrottle submit' use the local engine instead of EZThrottle Cloud.`
@@ -192,6 +194,7 @@ func (a *app) printDevBanner(e *ezlocal.Engine, c devConfig) {
 		signing = "on (X-EZThrottle-Signature, HMAC-SHA256 with your --webhook-secret)"
 	}
 	fmt.Fprintf(w, "EZThrottle local engine listening on %s\n\n", e.URL())
+	fmt.Fprintf(w, "  dashboard      %s/ (jobs, attempts, webhook deliveries, pace; live)\n", e.URL())
 	fmt.Fprintf(w, "  regions        %s\n", strings.Join(names, ", "))
 	fmt.Fprintf(w, "  pace           %g req/s, %d in flight per destination host (steered by X-EZTHROTTLE-RPS / X-EZTHROTTLE-MAX-CONCURRENT)\n", c.rps, c.maxConcurrent)
 	fmt.Fprintf(w, "  webhook signing %s\n", signing)
