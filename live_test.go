@@ -379,3 +379,28 @@ func TestLiveHotPath(t *testing.T) {
 	wg.Wait()
 	assert.Positive(t, hostOf(t, tr.LiveSnapshot(), "https://api.example.com:443").Admitted)
 }
+
+// Beyond LiveHosts hosts the oldest record is dropped; a dropped host that
+// comes back gets a new record.
+func TestLiveHostTableIsBounded(t *testing.T) {
+	tr, err := ezthrottle.New(ezthrottle.WithBase(benchBase{}), ezthrottle.WithDefaultLimit(benchLimit))
+	require.NoError(t, err)
+	tr.EnableLive()
+	for i := range ezthrottle.LiveHosts + 5 {
+		_, err := liveGet(t, tr, "https://h"+itoa64(int64(i))+".test/")
+		require.NoError(t, err)
+	}
+	s := tr.LiveSnapshot()
+	recorded := 0
+	for _, h := range s.Hosts {
+		if h.HasConfigured {
+			recorded++
+		}
+	}
+	assert.Equal(t, ezthrottle.LiveHosts, recorded)
+	_, err = liveGet(t, tr, "https://h0.test/")
+	require.NoError(t, err)
+	h := hostOf(t, tr.LiveSnapshot(), "https://h0.test:443")
+	assert.True(t, h.HasConfigured)
+	assert.Equal(t, int64(1), h.Admitted)
+}
