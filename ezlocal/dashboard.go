@@ -129,15 +129,20 @@ type dashOverview struct {
 func (e *Engine) handleDashOverview(w http.ResponseWriter, r *http.Request) {
 	filter := r.URL.Query().Get("status")
 	now := e.now()
-	jobs := e.Jobs()
-	ov := dashOverview{Now: now, URL: e.url, Counts: map[ezclient.JobStatus]int{}, Jobs: []dashJob{}, Total: len(jobs),
+	ov := dashOverview{Now: now, URL: e.url, Counts: map[ezclient.JobStatus]int{}, Jobs: []dashJob{},
 		Regions: []dashRegion{}, Destinations: []dashDest{}}
 	for _, st := range []ezclient.JobStatus{ezclient.StatusQueued, ezclient.StatusRacing, ezclient.StatusInFlight, ezclient.StatusCompleted, ezclient.StatusFailed} {
 		ov.Counts[st] = 0
 	}
 	queued := map[string]int{} // destination host -> jobs waiting for a turn
-	for i := len(jobs) - 1; i >= 0; i-- {
-		ji := jobs[i]
+
+	// One pass under the engine's lock, reading the jobs in place (no
+	// clone of every job per poll: the page may stay open during a load
+	// test of thousands of jobs).
+	e.mu.Lock()
+	ov.Total = len(e.order)
+	for i := len(e.order) - 1; i >= 0; i-- {
+		ji := e.order[i].view()
 		ov.Counts[ji.Status]++
 		if host, ok := waitingAt(ji); ok {
 			queued[host]++
@@ -150,8 +155,6 @@ func (e *Engine) handleDashOverview(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ov.Shown = len(ov.Jobs)
-
-	e.mu.Lock()
 	for _, name := range e.regionList {
 		rc := e.regions[name]
 		ov.Regions = append(ov.Regions, dashRegion{Name: name, Down: rc.Down, LatencyMS: rc.Latency.Milliseconds()})
@@ -177,6 +180,19 @@ func (e *Engine) handleDashOverview(w http.ResponseWriter, r *http.Request) {
 	}
 	sort.Slice(ov.Destinations, func(i, j int) bool { return ov.Destinations[i].Host < ov.Destinations[j].Host })
 	writeDashJSON(w, http.StatusOK, ov)
+}
+
+// view is a read-only JobInfo of j sharing its memory (Engine.mu held; use
+// it before unlocking, and never modify it).
+func (j *job) view() JobInfo {
+	ji := JobInfo{ID: j.id, Dialect: j.dialect, Spec: j.spec, Parent: j.parent, Role: j.role, Status: j.status,
+		Reason: j.reason, CreatedAt: j.createdAt, FinishedAt: j.finishedAt, Events: j.events, Result: j.result}
+	select {
+	case <-j.settled:
+		ji.Settled = true
+	default:
+	}
+	return ji
 }
 
 // waitingAt reports the destination host a job is waiting to call: it is
