@@ -160,17 +160,9 @@ func (e *Engine) handleDashOverview(w http.ResponseWriter, r *http.Request) {
 		ov.Regions = append(ov.Regions, dashRegion{Name: name, Down: rc.Down, LatencyMS: rc.Latency.Milliseconds()})
 	}
 	for host, p := range e.pacers {
-		d := dashDest{Host: host, RPS: p.rps, MaxConcurrent: p.maxConc, Queued: queued[host], Lanes: []dashLane{}}
+		d := destLocked(host, p, now)
+		d.Queued = queued[host]
 		delete(queued, host)
-		for region, l := range p.lanes {
-			ln := dashLane{Region: region, InFlight: l.inflight}
-			if l.next.After(now) {
-				ln.NextInMS = int64(math.Ceil(float64(l.next.Sub(now)) / float64(time.Millisecond)))
-			}
-			d.InFlight += l.inflight
-			d.Lanes = append(d.Lanes, ln)
-		}
-		sort.Slice(d.Lanes, func(i, j int) bool { return d.Lanes[i].Region < d.Lanes[j].Region })
 		ov.Destinations = append(ov.Destinations, d)
 	}
 	rps, conc := e.cfg.rps, e.cfg.maxConc
@@ -180,6 +172,22 @@ func (e *Engine) handleDashOverview(w http.ResponseWriter, r *http.Request) {
 	}
 	sort.Slice(ov.Destinations, func(i, j int) bool { return ov.Destinations[i].Host < ov.Destinations[j].Host })
 	writeDashJSON(w, http.StatusOK, ov)
+}
+
+// destLocked reads one destination's pace and lanes (Engine.mu held). It
+// is the dashboard's only reader of the pacer's fields.
+func destLocked(host string, p *pacer, now time.Time) dashDest {
+	d := dashDest{Host: host, RPS: p.rps, MaxConcurrent: p.maxConc, Lanes: []dashLane{}}
+	for region, l := range p.lanes {
+		ln := dashLane{Region: region, InFlight: l.inflight}
+		if l.next.After(now) {
+			ln.NextInMS = int64(math.Ceil(float64(l.next.Sub(now)) / float64(time.Millisecond)))
+		}
+		d.InFlight += l.inflight
+		d.Lanes = append(d.Lanes, ln)
+	}
+	sort.Slice(d.Lanes, func(i, j int) bool { return d.Lanes[i].Region < d.Lanes[j].Region })
+	return d
 }
 
 // view is a read-only JobInfo of j sharing its memory (Engine.mu held; use
