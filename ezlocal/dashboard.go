@@ -161,7 +161,9 @@ func (e *Engine) handleDashOverview(w http.ResponseWriter, r *http.Request) {
 	}
 	for host, p := range e.pacers {
 		d := destLocked(host, p, now)
-		d.Queued = queued[host]
+		// A job whose request holds a slot has not recorded its attempt
+		// yet either: the queue is what is left.
+		d.Queued = max(0, queued[host]-d.InFlight)
 		delete(queued, host)
 		ov.Destinations = append(ov.Destinations, d)
 	}
@@ -203,9 +205,10 @@ func (j *job) view() JobInfo {
 	return ji
 }
 
-// waitingAt reports the destination host a job is waiting to call: it is
-// not finished and its last step was a queueing, a dispatch, a retry or a
-// reroute (not an attempt under way).
+// waitingAt reports the destination host a job is waiting to call or
+// calling: it is not finished and its last step was a queueing, a
+// dispatch, a retry or a reroute (its attempt is recorded when the reply
+// comes).
 func waitingAt(ji JobInfo) (string, bool) {
 	if ji.Status == ezclient.StatusCompleted || ji.Status == ezclient.StatusFailed || len(ji.Events) == 0 {
 		return "", false

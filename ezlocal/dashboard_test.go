@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -180,4 +181,40 @@ func TestSensitiveHeaders(t *testing.T) {
 	} {
 		assert.Equal(t, want, sensitiveHeader(name), name)
 	}
+}
+
+// A destination's row counts its requests in flight per region and the
+// jobs waiting for a turn.
+func TestDashboardDestinationQueue(t *testing.T) {
+	e, _ := startEngine(t, WithDefaultPace(100, 1))
+	gate := make(chan struct{})
+	started := make(chan struct{}, 8)
+	dest := server(t, func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-gate
+	})
+	defer close(gate)
+	c := cloudClient(t, e)
+	for i := range 3 {
+		_, err := c.Submit(t.Context(), &ezclient.Job{URL: dest.URL + "/q", IdempotentKey: "k" + string(rune('a'+i))})
+		require.NoError(t, err)
+	}
+	<-started
+	host := strings.TrimPrefix(dest.URL, "http://")
+	var d dashDest
+	require.Eventually(t, func() bool {
+		var ov dashOverview
+		_, body := dashGet(t, e.URL()+"/ui/api/overview", "")
+		require.NoError(t, json.Unmarshal(body, &ov))
+		for _, x := range ov.Destinations {
+			if x.Host == host {
+				d = x
+			}
+		}
+		return d.InFlight == 1 && d.Queued == 2
+	}, 10*time.Second, 5*time.Millisecond, "destination %+v", d)
+	assert.Equal(t, 1, d.MaxConcurrent)
+	require.Len(t, d.Lanes, 1)
+	assert.Equal(t, "iad", d.Lanes[0].Region)
+	assert.Equal(t, 1, d.Lanes[0].InFlight)
 }
