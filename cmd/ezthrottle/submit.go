@@ -147,6 +147,12 @@ func (a *app) submit(ctx context.Context, args []string) error {
 	}
 	sctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	if c.wait && dialect == ezclient.DialectCloud {
+		// Check that the engine can be followed before submitting anything.
+		if err := probeLocal(sctx, &http.Client{Transport: tr, Timeout: c.timeout}, client.EngineURL()); err != nil {
+			return err
+		}
+	}
 	sub, err := client.Submit(sctx, job)
 	if err != nil {
 		return describeSubmitError(err)

@@ -150,6 +150,27 @@ func (a *app) followLocal(ctx context.Context, hc *http.Client, engine, id strin
 	}
 }
 
+// probeLocal checks that the Cloud-dialect engine is a local engine whose
+// jobs can be followed (its dashboard API answers).
+func probeLocal(ctx context.Context, hc *http.Client, engine string) error {
+	api := strings.TrimRight(engine, "/") + "/ui/api/overview"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w (GET %s: %v); nothing was submitted", errNoProgress, api, err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		return fmt.Errorf("%w (GET %s answered %s); nothing was submitted", errNoProgress, api, resp.Status)
+	}
+	return nil
+}
+
 // errNoProgress: the engine has no job progress to read.
 var errNoProgress = errors.New("--wait follows jobs on a local engine ('ezthrottle dev') or a self-hosted engine (--self-hosted); " +
 	"EZThrottle Cloud reports results to your webhooks only (use 'ezthrottle listen')")

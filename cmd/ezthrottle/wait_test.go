@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -57,10 +58,22 @@ func TestSubmitWait(t *testing.T) {
 }
 
 func TestFollowNeedsALocalEngine(t *testing.T) {
+	var calls atomic.Int32
 	cloudish := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
 		http.Error(w, "not found", http.StatusNotFound)
 	}))
 	defer cloudish.Close()
+	// submit --wait against an engine that cannot be followed submits
+	// nothing and says why.
+	e := env{"EZTHROTTLE_API_KEY": "k", "EZTHROTTLE_PROXY_URL": cloudish.URL, "EZTHROTTLE_URL": cloudish.URL}
+	code, out, errs := exec(t, context.Background(), e, "", "submit", "--url", "https://api.example.com/x", "--wait")
+	assert.Equal(t, 1, code)
+	assert.Empty(t, out)
+	assert.Contains(t, errs, "nothing was submitted")
+	assert.Contains(t, errs, "EZThrottle Cloud reports results to your webhooks")
+	assert.Equal(t, int32(1), calls.Load(), "only the probe")
+
 	_, err := getLocalJob(context.Background(), http.DefaultClient, cloudish.URL+"/ui/api/jobs/x")
 	require.Error(t, err)
 	assert.True(t, errors.Is(err, errNoProgress))
