@@ -334,8 +334,8 @@ func (lv *liveState) learned(key string, v *signalHeaders, s Signals, status int
 			ev.Header = "Retry-After"
 			ev.Detail = "Retry-After: " + truncate(firstOf(v, hRetryAfter), 64) + " on a " + itoa(status)
 		}
+		lv.event(lh, ev, ns) // sets ev's time and number: publish it after
 		lh.pause.Store(ev)
-		lv.event(lh, ev, ns)
 	}
 }
 
