@@ -35,7 +35,7 @@ func TestDocsScreenshots(t *testing.T) {
 	const secret = "whsec_docs_0123456789abcdef"
 	e, c := startEngine(t, ezlocal.WithWebhookSecrets(ezlocal.DefaultCustomerID, secret, ""),
 		ezlocal.WithWebhookRetries(200*time.Millisecond), ezlocal.WithRetryDelay(200*time.Millisecond),
-		ezlocal.WithDefaultPace(20, 4))
+		ezlocal.WithDefaultPace(20, 2))
 
 	// The API the jobs call.
 	var flaky atomic.Int32
@@ -89,7 +89,8 @@ func TestDocsScreenshots(t *testing.T) {
 		cancel()
 		require.NoError(t, err)
 	}
-	// One job still running when the picture is taken.
+	// Jobs still running (two in flight, one queued: 2 in flight per
+	// region) when the picture is taken.
 	gate := make(chan struct{})
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -99,12 +100,17 @@ func TestDocsScreenshots(t *testing.T) {
 	}))
 	defer slow.Close()
 	defer close(gate)
-	running := submit(t, c, &ezclient.Job{URL: slow.URL + "/v1/exports", Method: "POST", Body: `{"format":"csv"}`})
+	var running string
+	for i := range 3 {
+		running = submit(t, c, &ezclient.Job{URL: slow.URL + "/v1/exports/" + strconv.Itoa(i+1), Method: "POST", Body: `{"format":"csv"}`})
+	}
+	su, _ := url.Parse(slow.URL)
 
 	tb := newTab(t)
 	tb.do("open the dashboard", chromedp.Navigate(e.URL()))
 	tb.waitJS("the running job", rowStatus(running)+` === "in_flight"`)
-	tb.waitJS("every job", `document.querySelectorAll('tr[data-job-id]').length === 6`)
+	tb.waitJS("every job", `document.querySelectorAll('tr[data-job-id]').length === 8`)
+	tb.waitJS("the queue", `(function(){var r=document.querySelector('tr[data-host=`+quote(su.Host)+`]');return r&&r.children[2].textContent==="2"&&r.children[3].textContent==="1"})()`)
 	docShot(t, tb, "dashboard", false)
 
 	tb.do("open a job", chromedp.Navigate(e.URL()+"/ui/jobs/"+ids[0]))
