@@ -101,7 +101,8 @@
   }
   function render(s) {
     now = Date.parse(s.now);
-    set("limiter", s.limiter === "memory" ? "in-memory limiter" : s.limiter + " (what this process saw)");
+    set("limiter", (s.limiter === "memory" ? "in-memory limiter" : s.limiter + " (what this process saw)") +
+      (s.recording ? " · recording since " + clock(s.since) : " · recording off"));
     var tot = { admitted: 0, waited: 0, refused: 0, forwarded: 0, forward_failed: 0 }, paused = 0;
     s.hosts.forEach(function (x) { for (var k in tot) tot[k] += x[k]; if (x.paused) paused++; });
     set("cards", [["hosts", s.hosts.length], ["paused", paused], ["admitted", tot.admitted], ["waited", tot.waited],
