@@ -323,3 +323,40 @@ func BenchmarkManyHosts(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkGETLiveOverhead measures what the live view adds to a plain GET
+// once it is on (LiveHandler / EnableLive), the way BenchmarkGETOverhead
+// measures the Transport: it alternates runs of 128 requests through a
+// Transport with the live view off and one with it on, and reports the
+// medians and their difference ("live-ns/op").
+func BenchmarkGETLiveOverhead(b *testing.B) {
+	const chunk = 128
+	off := benchTransport(b)
+	on := benchTransport(b).(*ezthrottle.Transport)
+	on.EnableLive()
+	req, _ := http.NewRequest("GET", "https://api.example.com/v1/items?limit=10", nil)
+	req.Header.Set("Authorization", "Bearer k")
+	run := func(rt http.RoundTripper, n int) time.Duration {
+		start := time.Now()
+		for range n {
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+		return time.Since(start)
+	}
+	var offNs, onNs []float64
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; done += 2 * chunk {
+		offNs = append(offNs, float64(run(off, chunk))/chunk)
+		onNs = append(onNs, float64(run(on, chunk))/chunk)
+	}
+	b.StopTimer()
+	mo, ml := median(offNs), median(onNs)
+	b.ReportMetric(mo, "off-ns/op")
+	b.ReportMetric(ml, "on-ns/op")
+	b.ReportMetric(ml-mo, "live-ns/op")
+}

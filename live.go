@@ -109,6 +109,7 @@ type liveHost struct {
 	forwarded atomic.Int64
 	fwdFailed atomic.Int64
 	lastEvent atomic.Int64 // nanos since epoch of the last event; 0: none
+	dropped   atomic.Bool  // removed from the table (LiveHosts): a new record replaces it
 	learned   atomic.Pointer[liveLearned]
 	pause     atomic.Pointer[LiveEvent]
 }
@@ -185,7 +186,7 @@ func (t *Transport) EnableLive() { t.enableLive() }
 // hostOf returns the record of hi's host, creating it on first use (the
 // request path then takes the table's lock once per host).
 func (lv *liveState) hostOf(hi *hostInfo) *liveHost {
-	if lh := hi.live.Load(); lh != nil {
+	if lh := hi.live.Load(); lh != nil && !lh.dropped.Load() {
 		return lh
 	}
 	lh := lv.host(hi.key, hi.limit)
@@ -204,6 +205,7 @@ func (lv *liveState) host(key string, lim Limit) *liveHost {
 		old := lv.order[0]
 		lv.order = lv.order[1:]
 		delete(lv.hosts, old.key)
+		old.dropped.Store(true)
 	}
 	lh := &liveHost{key: key, limit: lim}
 	lv.hosts[key] = lh
@@ -332,8 +334,8 @@ func (lv *liveState) learned(key string, v *signalHeaders, s Signals, status int
 			ev.Header = "Retry-After"
 			ev.Detail = "Retry-After: " + truncate(firstOf(v, hRetryAfter), 64) + " on a " + itoa(status)
 		}
+		lv.event(lh, ev, ns) // sets ev's time and number: publish it after
 		lh.pause.Store(ev)
-		lv.event(lh, ev, ns)
 	}
 }
 

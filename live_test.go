@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -378,4 +379,78 @@ func TestLiveHotPath(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	assert.Positive(t, hostOf(t, tr.LiveSnapshot(), "https://api.example.com:443").Admitted)
+}
+
+// Beyond LiveHosts hosts the oldest record is dropped; a dropped host that
+// comes back gets a new record.
+func TestLiveHostTableIsBounded(t *testing.T) {
+	tr, err := ezthrottle.New(ezthrottle.WithBase(benchBase{}), ezthrottle.WithDefaultLimit(benchLimit))
+	require.NoError(t, err)
+	tr.EnableLive()
+	for i := range ezthrottle.LiveHosts + 5 {
+		_, err := liveGet(t, tr, "https://h"+itoa64(int64(i))+".test/")
+		require.NoError(t, err)
+	}
+	s := tr.LiveSnapshot()
+	recorded := 0
+	for _, h := range s.Hosts {
+		if h.HasConfigured {
+			recorded++
+		}
+	}
+	assert.Equal(t, ezthrottle.LiveHosts, recorded)
+	_, err = liveGet(t, tr, "https://h0.test/")
+	require.NoError(t, err)
+	h := hostOf(t, tr.LiveSnapshot(), "https://h0.test:443")
+	assert.True(t, h.HasConfigured)
+	assert.Equal(t, int64(1), h.Admitted)
+}
+
+// Recording from many goroutines (pauses, learned limits, refusals,
+// forwards) while snapshots are read is race-free.
+func TestLiveConcurrentRecording(t *testing.T) {
+	var n atomic.Int64
+	base := rtFunc(func(r *http.Request) (*http.Response, error) {
+		if n.Add(1)%3 == 0 {
+			return respond(r, 429, "slow down", "Retry-After", "1"), nil
+		}
+		return respond(r, 200, "ok", "X-EZTHROTTLE-RPS", itoa64(100+n.Load()%7)), nil
+	})
+	tr, err := ezthrottle.New(ezthrottle.WithBase(base), ezthrottle.WithForwarding(&fakeSubmitter{}),
+		ezthrottle.WithMaxWait(time.Millisecond), ezthrottle.WithPauseJitter(0))
+	require.NoError(t, err)
+	tr.EnableLive()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				req, _ := http.NewRequest("GET", "https://h"+itoa64(int64((g+i)%3))+".test/", nil)
+				if resp, err := tr.RoundTrip(req); err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for {
+		s := tr.LiveSnapshot()
+		_, err := json.Marshal(s)
+		require.NoError(t, err)
+		select {
+		case <-done:
+			s = tr.LiveSnapshot()
+			var admitted, refused int64
+			for _, h := range s.Hosts {
+				admitted += h.Admitted
+				refused += h.Refused
+			}
+			assert.Equal(t, int64(200), admitted+refused, "every request is counted once")
+			return
+		default:
+		}
+	}
 }

@@ -27,6 +27,7 @@ func (e *Engine) routes() http.Handler {
 	mux.HandleFunc("GET /jobs/{id}", e.handleSelfStatus)
 	mux.HandleFunc("GET /jobs/{id}/stream", e.handleStream)
 	mux.HandleFunc("GET /health", e.handleHealth)
+	e.dashboardRoutes(mux) // GET / and /ui/ (dashboard.go)
 	return mux
 }
 

@@ -93,6 +93,9 @@ type Event struct {
 	Delay time.Duration
 	// Detail is a human-readable explanation.
 	Detail string
+	// Signed reports, on webhook events, that the delivery carried an
+	// X-EZThrottle-Signature header (the Cloud customer has a secret).
+	Signed bool
 }
 
 // String renders the event on one line, for logs and test failures.
@@ -123,6 +126,9 @@ func (ev Event) String() string {
 	}
 	if ev.Detail != "" {
 		add("detail", fmt.Sprintf("%q", ev.Detail))
+	}
+	if ev.Signed {
+		add("signed", true)
 	}
 	return b.String()
 }

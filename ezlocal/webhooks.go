@@ -125,7 +125,7 @@ func (e *Engine) deliver(ctx context.Context, j *job, h ezclient.Webhook, body [
 	attempts := len(delays) + 1
 	for n := 1; n <= attempts; n++ {
 		region := jobRegion
-		code, reason := 0, ""
+		code, reason, signed := 0, "", false
 		if len(h.Regions) > 0 {
 			region = ""
 			for i := range h.Regions {
@@ -139,9 +139,9 @@ func (e *Engine) deliver(ctx context.Context, j *job, h ezclient.Webhook, body [
 		if region == "" {
 			reason = "every region of the webhook is down"
 		} else {
-			code, reason = e.post(ctx, j, h.URL, region, n, body)
+			code, reason, signed = e.post(ctx, j, h.URL, region, n, body)
 			if code >= 200 && code < 300 {
-				e.event(j, Event{Type: EventWebhookDelivered, URL: h.URL, Region: region, Attempt: n, StatusCode: code})
+				e.event(j, Event{Type: EventWebhookDelivered, URL: h.URL, Region: region, Attempt: n, StatusCode: code, Signed: signed})
 				return true
 			}
 		}
@@ -149,11 +149,11 @@ func (e *Engine) deliver(ctx context.Context, j *job, h ezclient.Webhook, body [
 			return false
 		}
 		if n == attempts {
-			e.event(j, Event{Type: EventWebhookFailed, URL: h.URL, Region: region, Attempt: n, StatusCode: code, Detail: reason})
+			e.event(j, Event{Type: EventWebhookFailed, URL: h.URL, Region: region, Attempt: n, StatusCode: code, Detail: reason, Signed: signed})
 			return false
 		}
 		d := delays[n-1]
-		e.event(j, Event{Type: EventWebhookRetried, URL: h.URL, Region: region, Attempt: n, StatusCode: code, Delay: d, Detail: reason})
+		e.event(j, Event{Type: EventWebhookRetried, URL: h.URL, Region: region, Attempt: n, StatusCode: code, Delay: d, Detail: reason, Signed: signed})
 		if e.cfg.clock.Sleep(ctx, d) != nil {
 			return false
 		}
@@ -162,11 +162,11 @@ func (e *Engine) deliver(ctx context.Context, j *job, h ezclient.Webhook, body [
 }
 
 // post makes one delivery attempt, signed when the job's Cloud customer has
-// a webhook secret.
-func (e *Engine) post(ctx context.Context, j *job, target, region string, attempt int, body []byte) (int, string) {
+// a webhook secret (signed reports it).
+func (e *Engine) post(ctx context.Context, j *job, target, region string, attempt int, body []byte) (code int, reason string, signed bool) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
-		return 0, "bad webhook URL: " + err.Error()
+		return 0, "bad webhook URL: " + err.Error(), false
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", userAgent)
@@ -175,21 +175,22 @@ func (e *Engine) post(ctx context.Context, j *job, target, region string, attemp
 	if j.dialect == ezclient.DialectCloud {
 		if s, ok := e.secretFor(j.customer); ok {
 			req.Header.Set(webhook.SignatureHeader, webhook.Sign(s.primary, e.now(), body))
+			signed = true
 		}
 	}
 	req, span := e.tracing.startClient(req, SpanWebhook, j, region, attempt)
 	resp, err := e.hc.Do(req)
 	if err != nil {
 		endClient(span, 0, err)
-		return 0, err.Error()
+		return 0, err.Error(), signed
 	}
 	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
 	_ = resp.Body.Close()
 	endClient(span, resp.StatusCode, nil)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return resp.StatusCode, fmt.Sprintf("webhook answered %d", resp.StatusCode)
+		return resp.StatusCode, fmt.Sprintf("webhook answered %d", resp.StatusCode), signed
 	}
-	return resp.StatusCode, ""
+	return resp.StatusCode, "", signed
 }
 
 // marshalJSON encodes v without HTML escaping.

@@ -70,11 +70,11 @@
       pause = h("span", { cls: "mute small" }, "last: " + x.pause_cause.detail + ", ended " + ago(x.pause_cause.until));
     }
     var waited = [String(x.waited)];
-    if (x.waited) waited.push(h("div", { cls: "mute small" }, "avg " + dur(x.wait_total_ns / x.waited) + " · max " + dur(x.max_wait_ns)));
+    if (x.waited) waited.push(h("div", { cls: "mute small" }, "avg " + dur(x.wait_total_ns / x.waited)), h("div", { cls: "mute small" }, "max " + dur(x.max_wait_ns)));
     var cap = x.in_force && x.in_force.max_in_flight ? " / " + x.in_force.max_in_flight : "";
     return h("tr", { "data-host": x.key },
-      h("td", { cls: "mono" }, x.key),
-      h("td", null, limit),
+      h("td", { cls: "mono host" }, x.key),
+      h("td", { cls: "limit" }, limit),
       h("td", { cls: "num" }, x.tokens === null ? "—" : fmt(x.tokens)),
       h("td", { cls: "num" }, x.has_state ? x.in_flight + cap : "—"),
       h("td", { cls: "num" }, x.has_state ? String(x.queued) : "—"),
@@ -94,14 +94,15 @@
     if (e.kind === "waited" || (e.kind === "refused" && e.wait_ns)) out.push("wait " + dur(e.wait_ns));
     if (e.reason) out.push("reason " + e.reason);
     if (e.status) out.push("status " + e.status);
-    if (e.header) out.push(e.header);
+    if (e.header && (e.detail || "").indexOf(e.header) < 0) out.push(e.header);
     if (e.job_id) out.push("job " + e.job_id);
     if (e.detail) out.push(e.detail);
     return out.join(" · ");
   }
   function render(s) {
     now = Date.parse(s.now);
-    set("limiter", s.limiter === "memory" ? "in-memory limiter" : s.limiter + " (what this process saw)");
+    set("limiter", (s.limiter === "memory" ? "in-memory limiter" : s.limiter + " (what this process saw)") +
+      (s.recording ? " · recording since " + clock(s.since) : " · recording off"));
     var tot = { admitted: 0, waited: 0, refused: 0, forwarded: 0, forward_failed: 0 }, paused = 0;
     s.hosts.forEach(function (x) { for (var k in tot) tot[k] += x[k]; if (x.paused) paused++; });
     set("cards", [["hosts", s.hosts.length], ["paused", paused], ["admitted", tot.admitted], ["waited", tot.waited],
@@ -109,7 +110,7 @@
       return h("div", { cls: "card" }, h("div", { cls: "v" }, String(c[1])), h("div", { cls: "k" }, c[0]));
     }));
     set("hosts-count", String(s.hosts.length));
-    set("hosts", table(["Host", "Limit", "Tokens", "In flight", "Queued", "Pause", "Admitted", "Waited", "Refused", "Forwarded", "Fwd failed"],
+    set("hosts", table(["Host", "Limit", "Tokens", "In flight", "Queued", "Pause", "Admitted", "Waited", "Refused", "Forwarded", "Failed fwd"],
       s.hosts.map(hostRow), s.recording ? "No host called yet." : "Recording is off."));
     var fw = s.forwarded.slice().reverse();
     set("fwd-count", String(fw.length));

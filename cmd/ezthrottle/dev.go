@@ -19,7 +19,9 @@ GET /jobs/{id}, GET /jobs/{id}/stream, GET /health). Jobs really run: their
 destinations are called with per-host pacing, retries, simulated regions,
 fallbacks and children, and results are delivered to every webhook. With a
 webhook secret, Cloud-dialect deliveries are signed (X-EZThrottle-Signature);
-self-hosted deliveries are not, as on real self-hosted engines.
+self-hosted deliveries are not, as on real self-hosted engines. Its root URL
+serves a live dashboard of the jobs, their attempts and webhook deliveries,
+and the pace of every destination.
 
 Export the variables it prints and every example, the SDK and
 'ezthrottle submit' use the local engine instead of EZThrottle Cloud.`
@@ -206,6 +208,7 @@ func (a *app) printDevBanner(e *ezlocal.Engine, c devConfig) {
 			"                  self-hosted jobs (POST /jobs) are delivered unsigned, as real self-hosted engines do"
 	}
 	fmt.Fprintf(w, "EZThrottle local engine listening on %s\n\n", e.URL())
+	fmt.Fprintf(w, "  dashboard      %s/ (jobs, attempts, webhook deliveries, pace; live)\n", e.URL())
 	fmt.Fprintf(w, "  regions        %s\n", strings.Join(names, ", "))
 	fmt.Fprintf(w, "  pace           %g req/s, %d in flight per destination host (steered by X-EZTHROTTLE-RPS / X-EZTHROTTLE-MAX-CONCURRENT)\n", c.rps, c.maxConcurrent)
 	fmt.Fprintf(w, "  webhook signing %s\n", signing)

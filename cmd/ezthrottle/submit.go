@@ -35,7 +35,8 @@ Examples:
   ezthrottle submit --url https://api.example.com/charges --method POST \
       --header 'Content-Type: application/json' --body '{"amount":1000}' \
       --webhook http://127.0.0.1:9090/ --idempotency-key order-42
-  echo '{"url":"https://httpbin.org/get","regions":["iad","lax"]}' | ezthrottle submit --json -`
+  echo '{"url":"https://httpbin.org/get","regions":["iad","lax"]}' | ezthrottle submit --json -
+  ezthrottle submit --url http://127.0.0.1:9000/slow --wait   # follow it on 'ezthrottle dev'`
 
 // maxInputBytes bounds what --json and --body-file read.
 const maxInputBytes = 8 << 20
@@ -58,6 +59,8 @@ type submitConfig struct {
 	timeout             time.Duration
 	attempts            int
 	dryRun              bool
+	wait                bool
+	waitTimeout         time.Duration
 }
 
 func (a *app) submit(ctx context.Context, args []string) error {
@@ -84,11 +87,13 @@ func (a *app) submit(ctx context.Context, args []string) error {
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "give up on the submission after this long")
 	fs.IntVar(&c.attempts, "attempts", 4, "tries in all for transient failures (network errors, 5xx)")
 	fs.BoolVar(&c.dryRun, "dry-run", false, "print the job as JSON and send nothing")
+	fs.BoolVar(&c.wait, "wait", false, "then show the job's events on stderr as they happen until it has settled (local or self-hosted engine); exit 1 if it failed")
+	fs.DurationVar(&c.waitTimeout, "wait-timeout", 10*time.Minute, "stop following the job after this long (--wait)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if c.timeout <= 0 || c.attempts < 1 {
-		return usagef("--timeout must be > 0 and --attempts >= 1")
+	if c.timeout <= 0 || c.attempts < 1 || c.waitTimeout <= 0 {
+		return usagef("--timeout and --wait-timeout must be > 0 and --attempts >= 1")
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -140,13 +145,24 @@ func (a *app) submit(ctx context.Context, args []string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	sctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	sub, err := client.Submit(ctx, job)
+	if c.wait && dialect == ezclient.DialectCloud {
+		// Check that the engine can be followed before submitting anything.
+		if err := probeLocal(sctx, &http.Client{Transport: tr, Timeout: c.timeout}, client.EngineURL()); err != nil {
+			return err
+		}
+	}
+	sub, err := client.Submit(sctx, job)
 	if err != nil {
 		return describeSubmitError(err)
 	}
-	return writeJSON(a.stdout, sub)
+	if err := writeJSON(a.stdout, sub); err != nil || !c.wait {
+		return err
+	}
+	wctx, wcancel := context.WithTimeout(ctx, c.waitTimeout)
+	defer wcancel()
+	return a.followJob(wctx, client, &http.Client{Transport: tr, Timeout: c.timeout}, sub)
 }
 
 // buildJob makes the job from --json or from the job flags (not both).

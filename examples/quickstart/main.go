@@ -14,15 +14,24 @@
 //  3. EZThrottle retries the call when the API allows it again and delivers
 //     the result, signed, to your webhook, where the code that made the call
 //     is waiting for it.
+//
+// While it runs, the embedded engine's dashboard (its root URL) and the
+// Transport's live view (/debug/ezthrottle on the simulated API's server)
+// show the same story in a browser; run with -hold to keep both up after
+// the story ends, until Ctrl-C.
 package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	ezthrottle "github.com/ezthrottle/ezthrottle-go"
@@ -31,16 +40,14 @@ import (
 )
 
 func main() {
+	hold := flag.Bool("hold", false, "keep the engine, its dashboard and the Transport's live view up after the story, until Ctrl-C")
+	flag.Parse()
 	env, err := demo.Start()
 	if err != nil {
 		demo.Fatal(err)
 	}
 	defer env.Close()
 	env.Mux.Handle("/v1/reports", newReportsAPI())
-
-	fmt.Println("EZThrottle quickstart")
-	fmt.Println("  " + env.Describe())
-	fmt.Println()
 
 	// The whole integration: wrap your http.Client. Requests are throttled
 	// per host; failed ones (429, 5xx, network errors) become EZThrottle jobs
@@ -51,6 +58,17 @@ func main() {
 		demo.Fatal(err)
 	}
 	defer client.CloseIdleConnections()
+	// The Transport's live state (hosts, learned limits, pauses, forwarded
+	// jobs), mounted like net/http/pprof; protect it in a real service.
+	env.Mux.Handle("GET /debug/ezthrottle", client.Transport.(*ezthrottle.Transport).LiveHandler())
+
+	fmt.Println("EZThrottle quickstart")
+	fmt.Println("  " + env.Describe())
+	if env.Engine != nil {
+		fmt.Printf("  engine dashboard:    %s/\n", env.Engine.URL())
+	}
+	fmt.Printf("  Transport live view: %s/debug/ezthrottle\n", env.BaseURL)
+	fmt.Println()
 	url := env.BaseURL + "/v1/reports"
 
 	fmt.Println("1. Pacing: the API answers with X-EZTHROTTLE-RPS: 4, so calls are spaced ~250 ms apart.")
@@ -103,6 +121,17 @@ func main() {
 	}
 	fmt.Println()
 	fmt.Println("Done: no request was lost, and no retry loop was written.")
+	if *hold {
+		fmt.Println()
+		if env.Engine != nil {
+			fmt.Printf("Holding: the dashboard stays up at %s/ and the live view at %s/debug/ezthrottle; Ctrl-C to stop.\n", env.Engine.URL(), env.BaseURL)
+		} else {
+			fmt.Printf("Holding: the live view stays up at %s/debug/ezthrottle; Ctrl-C to stop.\n", env.BaseURL)
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		<-ctx.Done()
+		stop()
+	}
 }
 
 // reportsAPI is a simulated API with a pace header and a small quota: four
