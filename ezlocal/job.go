@@ -95,7 +95,8 @@ type Event struct {
 	Detail string
 }
 
-// String renders the event on one line, for logs and test failures.
+// String renders the event on one line, for logs and test failures, with
+// credentials redacted (URL user info, sensitive query values, ...).
 func (ev Event) String() string {
 	var b strings.Builder
 	b.WriteString(string(ev.Type))
@@ -124,7 +125,8 @@ func (ev Event) String() string {
 	if ev.Detail != "" {
 		add("detail", fmt.Sprintf("%q", ev.Detail))
 	}
-	return b.String()
+	// The detail may quote a transport error, which quotes the URL.
+	return redact.Text(b.String())
 }
 
 // Result is what a job's last execution got from its destination.
