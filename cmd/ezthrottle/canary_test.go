@@ -505,6 +505,10 @@ func TestCanarySecretsReachNoSink(t *testing.T) {
 				E *ezlocal.Engine
 			}
 			s.value(holder{l, webhook.Verifier{Primary: cHookSecret}, e})
+			job := canaryJob("api.example.com", "https://hooks.example.com/h?token="+cTokenEncoded)
+			job.OnSuccess = canaryJob("api.example.com", "https://hooks.example.com/h")
+			s.value(job)
+			s.value(*job)
 		}},
 	}
 	for _, p := range paths {
