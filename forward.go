@@ -498,6 +498,12 @@ func AutoForward[T any](ctx context.Context, s Submitter, fn func(context.Contex
 	})
 	sub, serr := submitAutoForward(ctx, s, job)
 	if serr != nil {
+		// fn's error may quote the URL in its own words (fmt.Errorf("%s:
+		// %w", url, fe)): its message is redacted too; errors.Is/As still
+		// reach the *ForwardError.
+		if msg := err.Error(); scrub(msg, nil) != msg {
+			err = &redactedError{err: err}
+		}
 		return v, nil, errors.Join(err, &ForwardFailedError{Reason: ReasonAutoForward, Err: serr})
 	}
 	return v, sub, nil

@@ -35,7 +35,11 @@ func TestForwardErrorsRedactCredentials(t *testing.T) {
 	var got *ezthrottle.ForwardError
 	require.ErrorAs(t, afErr, &got, "the ForwardError is still reachable")
 	assert.Equal(t, job.URL, got.Job.URL, "and intact")
-	for name, err := range map[string]error{"ForwardError": fe, "wrapped": fmt.Errorf("charge: %w", fe), "AutoForward": afErr,
+	// fn's own wrapping may quote the URL itself.
+	own := fmt.Errorf("POST %s: %w", job.URL, fe)
+	_, _, ownErr := ezthrottle.AutoForward(context.Background(), echo, func(context.Context) (int, error) { return 0, own })
+	require.ErrorAs(t, ownErr, &got)
+	for name, err := range map[string]error{"ForwardError": fe, "wrapped": fmt.Errorf("charge: %w", fe), "AutoForward": afErr, "AutoForward, fn quoting the URL": ownErr,
 		"ForwardFailedError": &ezthrottle.ForwardFailedError{Reason: ezthrottle.ReasonAutoForward, Err: errors.New("POST " + job.URL)}} {
 		for _, s := range []string{err.Error(), fmt.Sprintf("%v", err), fmt.Sprintf("%+v", err), fmt.Sprintf("%#v", err), fmt.Sprintf("%s", err)} {
 			assert.NotContains(t, s, word, name)

@@ -187,3 +187,16 @@ func TestStepAndResultHideCredentials(t *testing.T) {
 	assert.NotContains(t, formats(res), leakWord)
 	assert.Contains(t, fmt.Sprint(res), "status: 429")
 }
+
+// TestJobPrintsNoCredential (item 6): a job holds the caller's credentials;
+// no fmt verb prints them, by value or by pointer, nested jobs included.
+func TestJobPrintsNoCredential(t *testing.T) {
+	j := leakJob()
+	j.Webhooks = []Webhook{{URL: "https://hooks.example.com/h?token=wt_SECRETX_5"}}
+	j.OnSuccess = leakJob()
+	j.Fallback = &Fallback{Job: leakJob()}
+	assert.NotContains(t, formats(j), leakWord)
+	assert.NotContains(t, formats(*j), leakWord)
+	assert.NotContains(t, formats([]*Job{j}), leakWord)
+	assert.Contains(t, fmt.Sprint(j), "api.example.com/v1/x")
+}

@@ -3,6 +3,7 @@ package ezclient
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/ezthrottle/ezthrottle-go/internal/redact"
@@ -80,4 +81,61 @@ func scrubErr(err error) error {
 		return &scrubbedError{msg: redact.Text(msg), err: err}
 	}
 	return err
+}
+
+// Format prints a summary of the job with every verb (%v, %+v, %#v, %s):
+// method, URL and webhook URLs redacted (no user info, sensitive query
+// values masked), the header names with their values hidden when they are
+// credentials, the body's size, and the nested jobs' count. A job carries
+// the caller's credentials; read its fields, or encode it, for the content.
+func (j Job) Format(f fmt.State, _ rune) {
+	var b strings.Builder
+	writeJobSummary(&b, &j, 0)
+	_, _ = io.WriteString(f, b.String())
+}
+
+func writeJobSummary(b *strings.Builder, j *Job, depth int) {
+	if j == nil {
+		b.WriteString("<nil>")
+		return
+	}
+	fmt.Fprintf(b, "ezclient.Job{%s %s", normalizeMethod(j.Method), redact.URL(j.URL))
+	if len(j.Headers) > 0 {
+		names := make([]string, 0, len(j.Headers))
+		for k, v := range j.Headers {
+			if redact.SensitiveHeader(k) {
+				v = redact.Mask
+			}
+			names = append(names, k+": "+redact.Text(v))
+		}
+		slices.Sort(names)
+		fmt.Fprintf(b, ", headers: [%s]", strings.Join(names, "; "))
+	}
+	if j.Body != "" {
+		fmt.Fprintf(b, ", %d body byte(s)", len(j.Body))
+	}
+	if j.IdempotentKey != "" {
+		fmt.Fprintf(b, ", key: %s", j.IdempotentKey)
+	}
+	for _, w := range j.Webhooks {
+		fmt.Fprintf(b, ", webhook: %s", redact.URL(w.URL))
+	}
+	if depth >= maxJobDepth {
+		b.WriteString(", ...}")
+		return
+	}
+	for _, c := range []struct {
+		name string
+		job  *Job
+	}{{"on_success", j.OnSuccess}, {"on_failure", j.OnFailure}} {
+		if c.job != nil {
+			b.WriteString(", " + c.name + ": ")
+			writeJobSummary(b, c.job, depth+1)
+		}
+	}
+	if j.Fallback != nil && j.Fallback.Job != nil {
+		b.WriteString(", fallback: ")
+		writeJobSummary(b, j.Fallback.Job, depth+1)
+	}
+	b.WriteString("}")
 }

@@ -98,7 +98,8 @@ type Event struct {
 	Signed bool
 }
 
-// String renders the event on one line, for logs and test failures.
+// String renders the event on one line, for logs and test failures, with
+// credentials redacted (URL user info, sensitive query values, ...).
 func (ev Event) String() string {
 	var b strings.Builder
 	b.WriteString(string(ev.Type))
@@ -130,7 +131,8 @@ func (ev Event) String() string {
 	if ev.Signed {
 		add("signed", true)
 	}
-	return b.String()
+	// The detail may quote a transport error, which quotes the URL.
+	return redact.Text(b.String())
 }
 
 // Result is what a job's last execution got from its destination.

@@ -49,4 +49,7 @@ func TestJobEventLogsRedactURLs(t *testing.T) {
 	for _, ev := range info.Events {
 		assert.NotContains(t, ev.String(), "SECRETX")
 	}
+	// A transport error in the detail quotes the URL.
+	ev := Event{Type: EventAttempt, Detail: `Post "http://usr_SECRETX:***@h/x?api_key=k_SECRETX": connection refused`}
+	assert.NotContains(t, ev.String(), "SECRETX")
 }

@@ -409,6 +409,20 @@ func TestCanarySecretsReachNoSink(t *testing.T) {
 			for _, ev := range info.Events {
 				s.text(ev.String())
 			}
+			// A destination that cannot be reached: the transport error,
+			// which quotes the URL, goes into events and logs.
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			dead := ln.Addr().String()
+			require.NoError(t, ln.Close())
+			sub, err = c.Submit(context.Background(), canaryJob(dead, hook.URL+"/hook"))
+			require.NoError(t, err)
+			info, err = e.WaitJob(ctx, sub.JobID)
+			require.NoError(t, err)
+			require.NoError(t, e.WaitIdle(ctx))
+			for _, ev := range info.Events {
+				s.text(ev.String())
+			}
 			// The engine's refusals quote what they refuse.
 			j := canaryJob("h", hook.URL)
 			j.URL = "ftp://" + cUser + ":" + cPass + "@h/x?api_key=" + cAPIKeyParam
@@ -491,6 +505,10 @@ func TestCanarySecretsReachNoSink(t *testing.T) {
 				E *ezlocal.Engine
 			}
 			s.value(holder{l, webhook.Verifier{Primary: cHookSecret}, e})
+			job := canaryJob("api.example.com", "https://hooks.example.com/h?token="+cTokenEncoded)
+			job.OnSuccess = canaryJob("api.example.com", "https://hooks.example.com/h")
+			s.value(job)
+			s.value(*job)
 		}},
 	}
 	for _, p := range paths {
