@@ -35,6 +35,11 @@ type Limiter struct {
 	fallback ezthrottle.Limiter // nil when failing closed
 	idPrefix string
 	seq      atomic.Uint64
+	pipe     pipeliner // nil when rdb cannot pipeline
+
+	// serverNow, when set (tests only), replaces the Redis server's clock
+	// in the scripts.
+	serverNow func() time.Time
 
 	mu     sync.Mutex
 	gates  map[string]*gate
@@ -44,16 +49,45 @@ type Limiter struct {
 	hmu  sync.Mutex
 	h    health
 
-	lmu      sync.Mutex
-	held     map[*lease]struct{}
-	renewing bool
-	lclosed  bool
-	kick     chan struct{}
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	// Leases held and released (lease.go); lmu guards them.
+	lmu        sync.Mutex
+	held       map[*lease]struct{}
+	pend       map[string][]string // lease set -> IDs released, not yet sent
+	npend      int                 // IDs in pend
+	pendSince  time.Time           // when pend stopped being empty
+	flushArmed bool                // the keeper knows pend is not empty
+	keeping    bool                // the keeper goroutine runs
+	lclosed    bool
+	kick       chan struct{}
+	stop       chan struct{}
+	wg         sync.WaitGroup
 
-	decisions, errs, outages, fallbacks, rejected, lost atomic.Uint64
+	decisions, errs, outages, fallbacks, rejected, lost, rts atomic.Uint64
 }
+
+// pipeliner is what the Limiter needs from a client to send several
+// commands in one round trip (*redis.Client, *redis.ClusterClient and
+// *redis.Ring have it).
+type pipeliner interface {
+	Pipeline() redis.Pipeliner
+}
+
+const (
+	// reserveHorizon is how far ahead a request may be given its turn in
+	// Redis (and sleep until it). Within it, late wake-ups cost nothing;
+	// beyond it, a request asks again when its turn is closer, so a pause
+	// or a new pace learned meanwhile still applies to it.
+	reserveHorizon = 250 * time.Millisecond
+	// maxBatch is the most requests the head of a local queue asks Redis
+	// for in one call (itself and those queued behind it).
+	maxBatch = 64
+	// flushDelay is how long a released lease may wait for the next call
+	// of its host to carry it to Redis, before it is sent on its own (in
+	// one pipeline with every other release pending).
+	flushDelay = 2 * time.Millisecond
+	// maxFold is the most released leases one acquire call carries.
+	maxFold = 256
+)
 
 // health is the outage state machine; hmu guards it.
 type health struct {
@@ -109,9 +143,11 @@ func New(rdb redis.Scripter, opts ...Option) (*Limiter, error) {
 		idPrefix: hex.EncodeToString(rnd[:]) + ":",
 		gates:    make(map[string]*gate),
 		held:     make(map[*lease]struct{}),
+		pend:     make(map[string][]string),
 		kick:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
+	l.pipe, _ = rdb.(pipeliner)
 	if !c.failClosed {
 		l.fallback = c.fallback
 		if l.fallback == nil {
@@ -134,7 +170,8 @@ func (l *Limiter) keys(host string) hostKeys {
 }
 
 // gate is the local queue of one host: only its head talks to Redis, the
-// other requests of this process wait in arrival order. It exists while
+// other requests of this process wait in arrival order, and the head asks
+// for their turns too (up to maxBatch requests per call). It exists while
 // some request of the host is being admitted; l.mu guards it.
 type gate struct {
 	head, tail *waiter
@@ -145,10 +182,34 @@ type gate struct {
 	burst      int
 }
 
+// waiter is a request queued behind the head of its gate. l.mu guards its
+// fields.
 type waiter struct {
 	prev, next *waiter
-	ch         chan struct{} // closed when the waiter becomes the head
-	turn       bool
+	ch         chan struct{} // closed when the waiter becomes the head or is granted
+	turn       bool          // it is the head now
+	granted    bool          // the head obtained its turn: gr
+	gone       bool          // it gave up (left the queue)
+	inBatch    bool          // the head is asking Redis for its turn
+
+	lim      ezthrottle.Limit
+	cost     int64
+	deadline time.Time
+	gr       grant
+}
+
+// grant is a turn obtained from Redis: the request may start at at (local
+// clock), holding lease when a cap in flight is in force.
+type grant struct {
+	at    time.Time
+	lease *lease
+}
+
+func (gr grant) permit() ezthrottle.Permit {
+	if gr.lease == nil {
+		return noPermit{}
+	}
+	return gr.lease
 }
 
 func (g *gate) push(w *waiter) {
@@ -197,6 +258,12 @@ func (g *gate) predict(now time.Time) time.Duration {
 // processes the order is best effort (whichever process asks first after a
 // turn frees up gets it).
 //
+// A request whose turn comes within reserveHorizon (250ms) is given that
+// turn in Redis at once and sleeps until it: the shared schedule advances
+// when the turn is given, not when the request wakes up, so late wake-ups
+// never slow the pace down. A turn given and then not used (the caller's
+// context ends while it sleeps) is not given back.
+//
 // A wait for the pace or a pause is predicted from Redis's answer: when it
 // ends after a.Deadline, Acquire returns a *ezthrottle.ThrottleError at once.
 // A wait for a free slot in flight cannot be predicted; it is bounded by ctx
@@ -204,33 +271,74 @@ func (g *gate) predict(now time.Time) time.Duration {
 // (WithFailOpen, the default) or returns an *UnavailableError
 // (WithFailClosed).
 func (l *Limiter) Acquire(ctx context.Context, a ezthrottle.Admission) (ezthrottle.Permit, error) {
+	return l.acquire(ctx, a, costOf(a))
+}
+
+// costOf is the cost of an admission in units of the pace: 1 until
+// ezthrottle.Admission carries a cost (issue 16); then a.Cost, 0 meaning 1.
+func costOf(ezthrottle.Admission) int64 { return 1 }
+
+// acquire admits a request of the given cost: it takes cost x interval of
+// the shared schedule (cost tokens of the bucket).
+func (l *Limiter) acquire(ctx context.Context, a ezthrottle.Admission, cost int64) (ezthrottle.Permit, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if err := a.Limit.Validate(); err != nil {
 		return nil, err
 	}
+	if cost < 1 {
+		return nil, fmt.Errorf("redislimit: request cost must be positive (got %d)", cost)
+	}
+	if burst := int64(burstOf(a.Limit)); cost > burst && intervalMicros(a.Limit.Rate) > 0 {
+		return nil, &CostError{Host: a.Key, Cost: cost, Burst: burst}
+	}
 	start := l.clock.Now()
-	g, waited, err := l.enter(ctx, a, start)
+	g, gr, queued, err := l.enter(ctx, a, cost, start)
 	if err != nil {
 		return nil, err
 	}
-	p, err, degrade := l.serve(ctx, a, g, start, waited)
-	l.leave(a.Key, g)
-	if degrade {
-		return l.degraded(ctx, a, err)
+	if g != nil { // the head of the gate: it asks Redis
+		var degrade bool
+		gr, err, degrade = l.serve(ctx, a, cost, g, start, queued)
+		l.leave(a.Key, g)
+		if degrade {
+			return l.degraded(ctx, a, err)
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
-	return p, err
+	return l.await(ctx, a, gr, start)
 }
 
-// enter makes the request the head of its host's gate, waiting in line
-// when another request of this process is being admitted. waited reports
-// whether it had to queue.
-func (l *Limiter) enter(ctx context.Context, a ezthrottle.Admission, start time.Time) (g *gate, waited bool, err error) {
+// await sleeps until the granted turn. If ctx ends first the turn is lost
+// and its lease released.
+func (l *Limiter) await(ctx context.Context, a ezthrottle.Admission, gr grant, start time.Time) (ezthrottle.Permit, error) {
+	if gr.at.After(l.clock.Now()) {
+		t := ezthrottle.NewTimerAt(l.clock, gr.at)
+		select {
+		case <-t.C():
+		case <-ctx.Done():
+			t.Stop()
+			if gr.lease != nil {
+				gr.lease.Release()
+			}
+			return nil, l.deadlineError(ctx.Err(), a, start)
+		}
+	}
+	return gr.permit(), nil
+}
+
+// enter makes the request the head of its host's gate (g not nil), waiting
+// in line when another request of this process is being admitted, unless
+// the head obtains its turn meanwhile (gr). queued reports whether it had
+// to queue.
+func (l *Limiter) enter(ctx context.Context, a ezthrottle.Admission, cost int64, start time.Time) (g *gate, gr grant, queued bool, err error) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return nil, false, ErrClosed
+		return nil, grant{}, false, ErrClosed
 	}
 	g = l.gates[a.Key]
 	if g == nil {
@@ -241,15 +349,15 @@ func (l *Limiter) enter(ctx context.Context, a ezthrottle.Admission, start time.
 		}
 		l.gates[a.Key] = g
 		l.mu.Unlock()
-		return g, false, nil
+		return g, grant{}, false, nil
 	}
 	if !a.Deadline.IsZero() {
 		if wait := g.predict(start); start.Add(wait).After(a.Deadline) {
 			l.mu.Unlock()
-			return nil, false, &ezthrottle.ThrottleError{Host: a.Key, Wait: wait, Predicted: true}
+			return nil, grant{}, false, &ezthrottle.ThrottleError{Host: a.Key, Wait: wait, Predicted: true}
 		}
 	}
-	w := &waiter{ch: make(chan struct{})}
+	w := &waiter{ch: make(chan struct{}), lim: a.Limit, cost: cost, deadline: a.Deadline}
 	g.push(w)
 	l.mu.Unlock()
 
@@ -259,16 +367,39 @@ func (l *Limiter) enter(ctx context.Context, a ezthrottle.Admission, start time.
 		defer t.Stop()
 		tc = t.C()
 	}
+	var cerr error
 	select {
 	case <-w.ch:
-		return g, true, nil
 	case <-ctx.Done():
-		l.abandon(a.Key, g, w)
-		return nil, false, l.deadlineError(ctx.Err(), a, start)
+		cerr = ctx.Err()
 	case <-tc:
-		l.abandon(a.Key, g, w)
-		return nil, false, &ezthrottle.ThrottleError{Host: a.Key, Wait: l.clock.Now().Sub(start)}
 	}
+	l.mu.Lock()
+	switch {
+	case w.granted:
+		l.mu.Unlock()
+		if cerr != nil { // given a turn, but the caller is gone
+			if w.gr.lease != nil {
+				w.gr.lease.Release()
+			}
+			return nil, grant{}, false, l.deadlineError(cerr, a, start)
+		}
+		return nil, w.gr, true, nil // a turn within the deadline: keep it
+	case w.turn:
+		l.mu.Unlock()
+		if cerr != nil {
+			l.leave(a.Key, g)
+			return nil, grant{}, false, l.deadlineError(cerr, a, start)
+		}
+		return g, grant{}, true, nil
+	}
+	g.remove(w)
+	w.gone = true
+	l.mu.Unlock()
+	if cerr != nil {
+		return nil, grant{}, false, l.deadlineError(cerr, a, start)
+	}
+	return nil, grant{}, false, &ezthrottle.ThrottleError{Host: a.Key, Wait: l.clock.Now().Sub(start)}
 }
 
 // leave passes the head of the gate to the next waiter, or removes the
@@ -285,19 +416,6 @@ func (l *Limiter) leave(host string, g *gate) {
 	l.mu.Unlock()
 }
 
-// abandon removes a waiter that gives up; if it had just been given the
-// turn, the turn goes to the next one.
-func (l *Limiter) abandon(host string, g *gate, w *waiter) {
-	l.mu.Lock()
-	if w.turn {
-		l.mu.Unlock()
-		l.leave(host, g)
-		return
-	}
-	g.remove(w)
-	l.mu.Unlock()
-}
-
 // nudge wakes the head of host's gate, if any, to ask Redis again now.
 func (l *Limiter) nudge(host string) {
 	l.mu.Lock()
@@ -310,75 +428,157 @@ func (l *Limiter) nudge(host string) {
 	l.mu.Unlock()
 }
 
+// newID returns a lease ID unique across processes.
+func (l *Limiter) newID() string {
+	return l.idPrefix + strconv.FormatUint(l.seq.Add(1), 36)
+}
+
+// idArg is the new-lease-ID argument of the request at position i of an
+// acquire call: empty when it would take over the i-th released lease
+// (*ids starts with the released IDs), else a new ID, appended to *ids.
+func (l *Limiter) idArg(ids *[]string, i int) string {
+	if i < len(*ids) {
+		return ""
+	}
+	id := l.newID()
+	*ids = append(*ids, id)
+	return id
+}
+
+// nowArg is the scripts' first argument: empty (the server's clock), or the
+// test clock's time in µs.
+func (l *Limiter) nowArg() string {
+	if l.serverNow == nil {
+		return ""
+	}
+	return strconv.FormatInt(l.serverNow().UnixMicro(), 10)
+}
+
 // decision is the acquire script's answer.
 type decision struct {
-	allowed  bool
-	leased   bool
-	reason   int64
-	wait     time.Duration
+	granted  int             // requests admitted, in order
+	waits    []time.Duration // the granted requests' waits until their turns
+	reason   int64           // why the next one was not
+	wait     time.Duration   // how long the next one would wait
 	interval time.Duration
+	leased   bool // the granted requests hold leases (a cap is in force)
 }
 
 const (
 	reasonPaused = 1
 	reasonRate   = 2
 	reasonSlots  = 3
+	reasonCost   = 4
 )
 
-func parseDecision(v []int64) (decision, error) {
-	if len(v) != 6 || v[0] < 0 || v[0] > 1 || v[2] < 0 || v[2] > 3 || v[3] < 0 {
+// parseDecision checks and decodes the acquire script's reply to a call for
+// n requests.
+func parseDecision(v []int64, n int) (decision, error) {
+	if len(v) < 5 || v[0] < 0 || int(v[0]) > n || len(v) != 5+int(v[0]) ||
+		v[1] < 0 || v[1] > reasonCost || v[3] < 0 {
 		return decision{}, fmt.Errorf("redislimit: unexpected reply from the acquire script: %v", v)
 	}
-	return decision{
-		allowed:  v[0] == 1,
-		wait:     time.Duration(max(v[1], 0)) * time.Microsecond,
-		reason:   v[2],
+	d := decision{
+		granted:  int(v[0]),
+		reason:   v[1],
+		wait:     time.Duration(max(v[2], 0)) * time.Microsecond,
 		interval: time.Duration(v[3]) * time.Microsecond,
-		leased:   v[5] == 1,
-	}, nil
+		leased:   v[4] > 0,
+	}
+	if d.granted > 0 {
+		d.waits = make([]time.Duration, d.granted)
+		for i := range d.waits {
+			d.waits[i] = time.Duration(max(v[5+i], 0)) * time.Microsecond
+		}
+	}
+	return d, nil
+}
+
+// maxWaitMicros is how far ahead Redis may give a request its turn: up to
+// reserveHorizon, and never after its deadline.
+func maxWaitMicros(now, deadline time.Time) int64 {
+	m := reserveHorizon
+	if !deadline.IsZero() {
+		m = min(m, deadline.Sub(now))
+	}
+	return max(m.Microseconds(), 0)
+}
+
+// collect marks the waiters right behind the head that the head asks Redis
+// for (same Limit, arrival order, at most maxBatch - 1).
+func (l *Limiter) collect(g *gate, lim ezthrottle.Limit, buf []*waiter) []*waiter {
+	l.mu.Lock()
+	for w := g.head; w != nil && len(buf) < maxBatch-1 && w.lim == lim; w = w.next {
+		w.inBatch = true
+		buf = append(buf, w)
+	}
+	l.mu.Unlock()
+	return buf
 }
 
 // serve asks Redis until the request is admitted, cannot be admitted in
-// time, or Redis fails (degrade is then true and err the Redis error).
-func (l *Limiter) serve(ctx context.Context, a ezthrottle.Admission, g *gate, start time.Time, waited bool) (p ezthrottle.Permit, err error, degrade bool) {
+// time, or Redis fails (degrade is then true and err the Redis error). In
+// each call it asks for the waiters queued behind it too, and hands them
+// the turns Redis gives.
+func (l *Limiter) serve(ctx context.Context, a ezthrottle.Admission, cost int64, g *gate, start time.Time, queued bool) (gr grant, err error, degrade bool) {
 	k := l.keys(a.Key)
 	interval, burst := intervalMicros(a.Limit.Rate), burstOf(a.Limit)
 	ttl := l.cfg.leaseTTL.Microseconds()
-	first := !waited
+	keys := []string{k.tat, k.leases, k.learned}
+	first := !queued
+	var (
+		batch []*waiter
+		ids   []string
+		args  []any
+	)
 	for {
 		probe, ok, lastErr := l.useRedis()
 		if !ok {
-			return nil, lastErr, true
+			return grant{}, lastErr, true
 		}
-		id := l.idPrefix + strconv.FormatUint(l.seq.Add(1), 36)
+		now := l.clock.Now()
+		batch = l.collect(g, a.Limit, batch[:0])
+		rel := l.takeReleases(k.leases)
+		args = append(args[:0], l.nowArg(), interval, burst, a.Limit.MaxInFlight, ttl, len(rel))
+		for _, id := range rel {
+			args = append(args, id)
+		}
+		// The i-th admitted request takes over the i-th released lease
+		// (ids[i]), the others get new IDs.
+		ids = append(ids[:0], rel...)
+		args = append(args, cost, maxWaitMicros(now, a.Deadline), l.idArg(&ids, 0))
+		for i, w := range batch {
+			args = append(args, w.cost, maxWaitMicros(now, w.deadline), l.idArg(&ids, i+1))
+		}
 		cctx, cancel := l.opCtx(ctx)
-		v, err := l.sc.acquire.Run(cctx, l.rdb, []string{k.tat, k.leases, k.learned},
-			interval, burst, a.Limit.MaxInFlight, id, ttl).Int64Slice()
+		v, err := l.sc.acquire.Run(cctx, l.rdb, keys, args...).Int64Slice()
 		cancel()
+		l.rts.Add(1)
 		var d decision
 		if err == nil {
-			d, err = parseDecision(v)
+			d, err = parseDecision(v, 1+len(batch))
 		}
 		if err != nil {
+			l.deliver(g, a.Key, k.leases, batch, ids, decision{}, now)
 			if cerr := callerDone(ctx); cerr != nil {
 				l.probeAborted(probe)
-				return nil, l.deadlineError(cerr, a, start), false
+				return grant{}, l.deadlineError(cerr, a, start), false
 			}
 			l.failed(err)
-			return nil, err, true
+			return grant{}, err, true
 		}
 		l.succeeded()
+		now = l.clock.Now()
+		if d.granted > 0 {
+			l.decisions.Add(uint64(d.granted))
+			return l.deliver(g, a.Key, k.leases, batch, ids, d, now), nil, false
+		}
 		l.decisions.Add(1)
-		if d.allowed {
-			if !d.leased {
-				return noPermit{}, nil, false
-			}
-			ls := &lease{l: l, host: a.Key, key: k.leases, id: id}
-			l.hold(ls)
-			return ls, nil, false
+		l.deliver(g, a.Key, k.leases, batch, ids, d, now)
+		if d.reason == reasonCost {
+			return grant{}, &CostError{Host: a.Key, Cost: cost, Burst: int64(burst)}, false
 		}
 
-		now := l.clock.Now()
 		wait := d.wait
 		slotBound := d.reason == reasonSlots
 		if slotBound && (wait <= 0 || wait > l.cfg.poll) {
@@ -392,25 +592,83 @@ func (l *Limiter) serve(ctx context.Context, a ezthrottle.Admission, g *gate, st
 			g.nextAt = now.Add(wait)
 		}
 		l.mu.Unlock()
-		sleep := min(wait, maxRecheck)
+		sleep := wait
+		if d.reason == reasonRate {
+			// Come back when the turn is within the horizon, with room for
+			// a late wake-up: the turn is then given at its due time.
+			sleep = max(wait-reserveHorizon*3/4, 0)
+		}
+		sleep = min(sleep, maxRecheck)
 		if !a.Deadline.IsZero() {
 			left := a.Deadline.Sub(now)
 			if !slotBound && wait > left {
 				if first {
-					return nil, &ezthrottle.ThrottleError{Host: a.Key, Wait: wait, Predicted: true}, false
+					return grant{}, &ezthrottle.ThrottleError{Host: a.Key, Wait: wait, Predicted: true}, false
 				}
-				return nil, &ezthrottle.ThrottleError{Host: a.Key, Wait: now.Sub(start)}, false
+				return grant{}, &ezthrottle.ThrottleError{Host: a.Key, Wait: now.Sub(start)}, false
 			}
 			if left <= 0 {
-				return nil, &ezthrottle.ThrottleError{Host: a.Key, Wait: now.Sub(start)}, false
+				return grant{}, &ezthrottle.ThrottleError{Host: a.Key, Wait: now.Sub(start)}, false
 			}
 			sleep = min(sleep, left)
 		}
 		first = false
 		if err := l.sleepUntil(ctx, g, now.Add(sleep)); err != nil {
-			return nil, l.deadlineError(err, a, start), false
+			return grant{}, l.deadlineError(err, a, start), false
 		}
 	}
+}
+
+// deliver hands the turns of d to the head (its grant is returned) and to
+// the batched waiters (d.waits[1:], in order), and returns the others to
+// the queue. A turn given to a waiter that gave up meanwhile is lost; its
+// lease is released.
+func (l *Limiter) deliver(g *gate, host, leases string, batch []*waiter, ids []string, d decision, now time.Time) grant {
+	var head grant
+	var fresh []*lease
+	if d.granted > 0 {
+		head.at = now.Add(d.waits[0])
+		if d.leased {
+			fresh = make([]*lease, d.granted)
+			for i := range fresh {
+				fresh[i] = &lease{l: l, host: host, key: leases, id: ids[i]}
+			}
+			head.lease = fresh[0]
+			l.hold(fresh) // before any holder can release it
+		}
+	}
+	var orphans []*lease
+	l.mu.Lock()
+	for i, w := range batch {
+		w.inBatch = false
+		if i+1 >= d.granted {
+			continue
+		}
+		gr := grant{at: now.Add(d.waits[i+1])}
+		if fresh != nil {
+			gr.lease = fresh[i+1]
+		}
+		if w.gone {
+			if gr.lease != nil {
+				orphans = append(orphans, gr.lease)
+			}
+			continue
+		}
+		g.remove(w)
+		w.granted = true
+		w.gr = gr
+		close(w.ch)
+	}
+	if d.granted > 0 {
+		if last := now.Add(d.waits[d.granted-1]); last.After(g.nextAt) {
+			g.nextAt = last
+		}
+	}
+	l.mu.Unlock()
+	for _, p := range orphans {
+		p.Release()
+	}
+	return head
 }
 
 // sleepUntil waits until at, or until the gate is nudged; it returns
@@ -574,8 +832,9 @@ func (l *Limiter) Learn(ctx context.Context, key string, s ezthrottle.Signals) {
 	}
 	// What was learned matters beyond the request that saw it.
 	cctx, cancel := l.opCtx(context.WithoutCancel(ctx))
-	err := l.sc.learn.Run(cctx, l.rdb, []string{l.keys(key).learned}, iv, sl, pz, l.cfg.learnedTTL.Milliseconds()).Err()
+	err := l.sc.learn.Run(cctx, l.rdb, []string{l.keys(key).learned}, l.nowArg(), iv, sl, pz, l.cfg.learnedTTL.Milliseconds()).Err()
 	cancel()
+	l.rts.Add(1)
 	if err != nil {
 		l.failed(err)
 		return
@@ -591,8 +850,9 @@ func (l *Limiter) isClosed() bool {
 }
 
 // Close stops renewing leases and releases the leases this Limiter still
-// holds (best effort: those it cannot release expire after the lease TTL).
-// Acquire then fails with ErrClosed. Close does not close the Redis client.
+// holds, and those released but not sent yet (best effort, in one round
+// trip: those it cannot release expire after the lease TTL). Acquire then
+// fails with ErrClosed. Close does not close the Redis client.
 func (l *Limiter) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -603,30 +863,22 @@ func (l *Limiter) Close() error {
 	l.mu.Unlock()
 	l.lmu.Lock()
 	l.lclosed = true
-	held := l.held
+	rel := l.pend
+	for key, ls := range groupLeases(l.held) {
+		for _, p := range ls {
+			rel[key] = append(rel[key], p.id)
+		}
+	}
 	l.held = make(map[*lease]struct{})
+	l.pend, l.npend = make(map[string][]string), 0
 	close(l.stop)
 	l.lmu.Unlock()
 	l.wg.Wait()
-	if len(held) == 0 || !l.usable() {
+	if len(rel) == 0 || !l.usable() {
 		return nil
 	}
-	var errs []error
-	for key, ls := range groupLeases(held) {
-		ids := make([]any, len(ls))
-		for i, p := range ls {
-			ids[i] = p.id
-		}
-		ctx, cancel := l.opCtx(context.Background())
-		err := l.sc.release.Run(ctx, l.rdb, []string{key}, ids...).Err()
-		cancel()
-		if err != nil {
-			l.failed(err)
-			errs = append(errs, err)
-		}
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("redislimit: Close: releasing leases (they expire on their own): %w", errors.Join(errs...))
+	if err := l.flush(rel); err != nil {
+		return fmt.Errorf("redislimit: Close: releasing leases (they expire on their own): %w", err)
 	}
 	return nil
 }
@@ -657,6 +909,11 @@ type Stats struct {
 	// holder was stalled longer than the lease TTL, or Redis lost them):
 	// the cap in flight may have been exceeded meanwhile.
 	LeasesLost uint64
+	// RoundTrips counts the calls to Redis (a pipeline is one): admission
+	// calls, background releases and renewals, Learn and Inspect. With a
+	// cap in flight, an admitted request costs about one: its release
+	// travels with the next admission call of its host.
+	RoundTrips uint64
 }
 
 // Stats returns the Limiter's counters (for metrics and health checks).
@@ -668,6 +925,7 @@ func (l *Limiter) Stats() Stats {
 		FallbackAcquires: l.fallbacks.Load(),
 		Rejected:         l.rejected.Load(),
 		LeasesLost:       l.lost.Load(),
+		RoundTrips:       l.rts.Load(),
 	}
 	l.hmu.Lock()
 	s.Available, s.OutageSince = !l.h.down, l.h.since
@@ -702,7 +960,12 @@ func (l *Limiter) Inspect(ctx context.Context, host string) (HostState, error) {
 	k := l.keys(host)
 	cctx, cancel := l.opCtx(ctx)
 	defer cancel()
-	v, err := l.sc.inspect.Run(cctx, l.rdb, []string{k.tat, k.leases, k.learned}).Int64Slice()
+	args := []any{l.nowArg()}
+	for _, id := range l.takeReleases(k.leases) {
+		args = append(args, id)
+	}
+	v, err := l.sc.inspect.Run(cctx, l.rdb, []string{k.tat, k.leases, k.learned}, args...).Int64Slice()
+	l.rts.Add(1)
 	if err != nil {
 		return HostState{}, fmt.Errorf("redislimit: Inspect %s: %w", host, err)
 	}
