@@ -17,8 +17,18 @@ type lease struct {
 	l        *Limiter
 	host     string // host key, for waking the local gate
 	key      string // the host's lease set
+	expKey   string // the lease set's expiry record
 	id       string
 	released atomic.Bool
+	// scored is when (local clock) its expiry in Redis was last set to at
+	// least a lease TTL ahead; l.lmu guards it.
+	scored time.Time
+}
+
+// released is a lease released but not yet removed from Redis.
+type released struct {
+	id     string
+	scored time.Time
 }
 
 // Release implements ezthrottle.Permit: it frees the slot and wakes the
@@ -36,7 +46,7 @@ func (p *lease) Release() {
 	l.lmu.Lock()
 	if _, held := l.held[p]; held {
 		delete(l.held, p)
-		l.queueRelease(p.key, p.id)
+		l.queueRelease(p.key, released{id: p.id, scored: p.scored})
 	}
 	l.lmu.Unlock()
 	l.nudge(p.host)
@@ -44,14 +54,14 @@ func (p *lease) Release() {
 
 // queueRelease records a released lease until it is sent to Redis. l.lmu
 // must be held.
-func (l *Limiter) queueRelease(key, id string) {
+func (l *Limiter) queueRelease(key string, r released) {
 	if l.lclosed {
 		return
 	}
 	if l.npend == 0 {
 		l.pendSince = l.clock.Now()
 	}
-	l.pend[key] = append(l.pend[key], id)
+	l.pend[key] = append(l.pend[key], r)
 	l.npend++
 	if !l.flushArmed {
 		l.flushArmed = true
@@ -65,21 +75,21 @@ func (l *Limiter) queueRelease(key, id string) {
 
 // takeReleases removes from the pending releases those of one lease set
 // (at most maxFold), for a call that carries them to Redis.
-func (l *Limiter) takeReleases(key string) []string {
+func (l *Limiter) takeReleases(key string) []released {
 	l.lmu.Lock()
 	defer l.lmu.Unlock()
-	ids := l.pend[key]
-	if len(ids) == 0 {
+	rs := l.pend[key]
+	if len(rs) == 0 {
 		return nil
 	}
-	if len(ids) > maxFold {
-		l.pend[key] = ids[maxFold:]
-		ids = ids[:maxFold:maxFold]
+	if len(rs) > maxFold {
+		l.pend[key] = rs[maxFold:]
+		rs = rs[:maxFold:maxFold]
 	} else {
 		delete(l.pend, key)
 	}
-	l.npend -= len(ids)
-	return ids
+	l.npend -= len(rs)
+	return rs
 }
 
 // hold registers leases for renewal, starting the keeper if needed.
@@ -146,7 +156,7 @@ func (l *Limiter) keep() {
 			l.lmu.Unlock()
 			return
 		}
-		var rel map[string][]string
+		var rel map[string][]released
 		switch {
 		case kicked && flushAt.IsZero():
 			// A release (perhaps carried away already by an admission
@@ -159,7 +169,7 @@ func (l *Limiter) keep() {
 					flushAt = due
 				} else {
 					rel = l.pend
-					l.pend, l.npend = make(map[string][]string), 0
+					l.pend, l.npend = make(map[string][]released), 0
 				}
 			}
 		}
@@ -194,7 +204,7 @@ func (l *Limiter) keep() {
 // flush frees released leases: one pipeline of ZREMs when the client can
 // pipeline, else one call per lease set. When Redis is unavailable they are
 // left to expire.
-func (l *Limiter) flush(rel map[string][]string) error {
+func (l *Limiter) flush(rel map[string][]released) error {
 	if !l.usable() {
 		return nil
 	}
@@ -224,10 +234,10 @@ func (l *Limiter) flush(rel map[string][]string) error {
 	return nil
 }
 
-func anys(ids []string) []any {
-	a := make([]any, len(ids))
-	for i, id := range ids {
-		a[i] = id
+func anys(rs []released) []any {
+	a := make([]any, len(rs))
+	for i, r := range rs {
+		a[i] = r.id
 	}
 	return a
 }
@@ -240,13 +250,13 @@ func (l *Limiter) renew(groups map[string][]*lease) {
 	}
 	ttl := l.cfg.leaseTTL.Microseconds()
 	for key, ls := range groups {
-		args := make([]any, 0, len(ls)+2)
-		args = append(args, l.nowArg(), ttl)
+		args := append(l.scriptArgs(make([]any, 0, len(ls)+2)), ttl)
 		for _, p := range ls {
 			args = append(args, p.id)
 		}
 		ctx, cancel := l.opCtx(context.Background())
-		lost, err := l.sc.renew.Run(ctx, l.rdb, []string{key}, args...).StringSlice()
+		at := l.clock.Now()
+		lost, err := l.sc.renew.Run(ctx, l.rdb, []string{key, ls[0].expKey}, args...).StringSlice()
 		cancel()
 		l.rts.Add(1)
 		if err != nil {
@@ -254,11 +264,6 @@ func (l *Limiter) renew(groups map[string][]*lease) {
 			return
 		}
 		l.succeeded()
-		if len(lost) == 0 {
-			continue
-		}
-		l.lost.Add(uint64(len(lost)))
-		l.log.Debug("redislimit: leases expired before renewal", "leases", key, "lost", len(lost))
 		gone := make(map[string]bool, len(lost))
 		for _, id := range lost {
 			gone[id] = true
@@ -267,9 +272,16 @@ func (l *Limiter) renew(groups map[string][]*lease) {
 		for _, p := range ls {
 			if gone[p.id] {
 				delete(l.held, p)
+			} else if at.After(p.scored) {
+				p.scored = at
 			}
 		}
 		l.lmu.Unlock()
+		if len(lost) == 0 {
+			continue
+		}
+		l.lost.Add(uint64(len(lost)))
+		l.log.Debug("redislimit: leases expired before renewal", "leases", key, "lost", len(lost))
 	}
 }
 

@@ -27,15 +27,16 @@ const maxIntervalMicros = int64(7 * 24 * time.Hour / time.Microsecond)
 // New, plug it into a Transport with ezthrottle.WithLimiter, and Close it on
 // shutdown.
 type Limiter struct {
-	rdb      redis.Scripter
-	cfg      config
-	sc       scripts
-	clock    ezthrottle.Clock
-	log      *slog.Logger
-	fallback ezthrottle.Limiter // nil when failing closed
-	idPrefix string
-	seq      atomic.Uint64
-	pipe     pipeliner // nil when rdb cannot pipeline
+	rdb       redis.Scripter
+	cfg       config
+	sc        scripts
+	clock     ezthrottle.Clock
+	log       *slog.Logger
+	fallback  ezthrottle.Limiter // nil when failing closed
+	idPrefix  string
+	seq       atomic.Uint64
+	opTimeout time.Duration // WithTimeout, when the client honours deadlines
+	pipe      pipeliner     // nil when rdb cannot pipeline
 
 	// serverNow, when set (tests only), replaces the Redis server's clock
 	// in the scripts.
@@ -43,7 +44,10 @@ type Limiter struct {
 
 	mu     sync.Mutex
 	gates  map[string]*gate
+	hosts  map[string]*hostEntry
 	closed bool
+
+	disp dispatcher // groups concurrent acquire calls
 
 	down atomic.Bool // mirrors h.down for the hot path
 	hmu  sync.Mutex
@@ -52,11 +56,11 @@ type Limiter struct {
 	// Leases held and released (lease.go); lmu guards them.
 	lmu        sync.Mutex
 	held       map[*lease]struct{}
-	pend       map[string][]string // lease set -> IDs released, not yet sent
-	npend      int                 // IDs in pend
-	pendSince  time.Time           // when pend stopped being empty
-	flushArmed bool                // the keeper knows pend is not empty
-	keeping    bool                // the keeper goroutine runs
+	pend       map[string][]released // lease set -> leases released, not yet removed
+	npend      int                   // IDs in pend
+	pendSince  time.Time             // when pend stopped being empty
+	flushArmed bool                  // the keeper knows pend is not empty
+	keeping    bool                  // the keeper goroutine runs
 	lclosed    bool
 	kick       chan struct{}
 	stop       chan struct{}
@@ -137,17 +141,22 @@ func New(rdb redis.Scripter, opts ...Option) (*Limiter, error) {
 	l := &Limiter{
 		rdb:      rdb,
 		cfg:      c,
-		sc:       newScripts(),
+		sc:       newScripts(false),
 		clock:    c.clock,
 		log:      c.logger,
 		idPrefix: hex.EncodeToString(rnd[:]) + ":",
 		gates:    make(map[string]*gate),
+		hosts:    make(map[string]*hostEntry),
 		held:     make(map[*lease]struct{}),
-		pend:     make(map[string][]string),
+		pend:     make(map[string][]released),
 		kick:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
 	l.pipe, _ = rdb.(pipeliner)
+	l.opTimeout = c.timeout
+	if !honoursDeadlines(rdb) {
+		l.opTimeout = 0 // a context deadline would cost a timer per call and bound nothing
+	}
 	if !c.failClosed {
 		l.fallback = c.fallback
 		if l.fallback == nil {
@@ -159,14 +168,56 @@ func New(rdb redis.Scripter, opts ...Option) (*Limiter, error) {
 
 var _ ezthrottle.Limiter = (*Limiter)(nil)
 
+// hostEntry is what the Limiter keeps about a host between its requests:
+// its keys (built once), and the acquire script's first arguments for the
+// host's last Limit (boxed once).
+type hostEntry struct {
+	keys hostKeys
+	list []string // the acquire script's KEYS
+	args atomic.Pointer[hostArgs]
+}
+
+type hostArgs struct {
+	lim  ezthrottle.Limit
+	args []any // interval, burst, max in flight, lease TTL
+}
+
+// static returns the acquire script's first arguments for lim.
+func (e *hostEntry) static(lim ezthrottle.Limit, ttl time.Duration) []any {
+	if ha := e.args.Load(); ha != nil && ha.lim == lim {
+		return ha.args
+	}
+	ha := &hostArgs{lim: lim, args: []any{intervalMicros(lim.Rate), burstOf(lim), lim.MaxInFlight, ttl.Microseconds()}}
+	e.args.Store(ha)
+	return ha.args
+}
+
+// maxHosts bounds the Limiter's memory of hosts: past it, the memory is
+// dropped and rebuilt as requests come.
+const maxHosts = 4096
+
+// hostEntry returns the entry of host, creating it. l.mu must be held.
+func (l *Limiter) hostEntry(host string) *hostEntry {
+	if e := l.hosts[host]; e != nil {
+		return e
+	}
+	if len(l.hosts) >= maxHosts {
+		clear(l.hosts)
+	}
+	k := l.keys(host)
+	e := &hostEntry{keys: k, list: []string{k.tat, k.leases, k.learned, k.leasesExp}}
+	l.hosts[host] = e
+	return e
+}
+
 // hostKeys are the Redis keys of one host.
 type hostKeys struct {
-	tat, leases, learned string
+	tat, leases, learned, leasesExp string
 }
 
 func (l *Limiter) keys(host string) hostKeys {
 	base := l.cfg.prefix + "{" + host + "}:"
-	return hostKeys{tat: base + "t", leases: base + "f", learned: base + "l"}
+	return hostKeys{tat: base + "t", leases: base + "f", learned: base + "m", leasesExp: base + "x"}
 }
 
 // gate is the local queue of one host: only its head talks to Redis, the
@@ -174,9 +225,10 @@ func (l *Limiter) keys(host string) hostKeys {
 // for their turns too (up to maxBatch requests per call). It exists while
 // some request of the host is being admitted; l.mu guards it.
 type gate struct {
+	host       *hostEntry
 	head, tail *waiter
 	n          int
-	wake       chan struct{} // nudges the head (a local release or Learn)
+	wake       chan struct{} // nudges the head (a local release or Learn); made when it first sleeps
 	nextAt     time.Time     // when the head expects its turn
 	interval   time.Duration // spacing in force, from the last answer
 	burst      int
@@ -343,7 +395,7 @@ func (l *Limiter) enter(ctx context.Context, a ezthrottle.Admission, cost int64,
 	g = l.gates[a.Key]
 	if g == nil {
 		g = &gate{
-			wake:     make(chan struct{}, 1),
+			host:     l.hostEntry(a.Key),
 			interval: time.Duration(intervalMicros(a.Limit.Rate)) * time.Microsecond,
 			burst:    burstOf(a.Limit),
 		}
@@ -419,7 +471,7 @@ func (l *Limiter) leave(host string, g *gate) {
 // nudge wakes the head of host's gate, if any, to ask Redis again now.
 func (l *Limiter) nudge(host string) {
 	l.mu.Lock()
-	if g := l.gates[host]; g != nil {
+	if g := l.gates[host]; g != nil && g.wake != nil {
 		select {
 		case g.wake <- struct{}{}:
 		default:
@@ -431,6 +483,23 @@ func (l *Limiter) nudge(host string) {
 // newID returns a lease ID unique across processes.
 func (l *Limiter) newID() string {
 	return l.idPrefix + strconv.FormatUint(l.seq.Add(1), 36)
+}
+
+// orderReleases puts first the released leases whose expiry in Redis is
+// still at least two thirds of a lease TTL away (keep of them): a request
+// given its turn at once takes one over without a new expiry, as safe as a
+// lease renewed every third of the TTL (the keeper renews the new holder
+// within a third).
+func (l *Limiter) orderReleases(rs []released, now time.Time) ([]released, int) {
+	keep := 0
+	fresh := now.Add(-l.cfg.leaseTTL / 3)
+	for i, r := range rs {
+		if r.scored.After(fresh) {
+			rs[i], rs[keep] = rs[keep], rs[i]
+			keep++
+		}
+	}
+	return rs, keep
 }
 
 // idArg is the new-lease-ID argument of the request at position i of an
@@ -445,13 +514,13 @@ func (l *Limiter) idArg(ids *[]string, i int) string {
 	return id
 }
 
-// nowArg is the scripts' first argument: empty (the server's clock), or the
-// test clock's time in µs.
-func (l *Limiter) nowArg() string {
+// scriptArgs starts the arguments of a script call: empty, or in tests
+// the test clock's time in µs (see testClockSrc).
+func (l *Limiter) scriptArgs(buf []any) []any {
 	if l.serverNow == nil {
-		return ""
+		return buf[:0]
 	}
-	return strconv.FormatInt(l.serverNow().UnixMicro(), 10)
+	return append(buf[:0], l.serverNow().UnixMicro())
 }
 
 // decision is the acquire script's answer.
@@ -521,10 +590,9 @@ func (l *Limiter) collect(g *gate, lim ezthrottle.Limit, buf []*waiter) []*waite
 // each call it asks for the waiters queued behind it too, and hands them
 // the turns Redis gives.
 func (l *Limiter) serve(ctx context.Context, a ezthrottle.Admission, cost int64, g *gate, start time.Time, queued bool) (gr grant, err error, degrade bool) {
-	k := l.keys(a.Key)
-	interval, burst := intervalMicros(a.Limit.Rate), burstOf(a.Limit)
-	ttl := l.cfg.leaseTTL.Microseconds()
-	keys := []string{k.tat, k.leases, k.learned}
+	k, keys := g.host.keys, g.host.list
+	burst := burstOf(a.Limit)
+	static := g.host.static(a.Limit, l.cfg.leaseTTL)
 	first := !queued
 	var (
 		batch []*waiter
@@ -538,28 +606,31 @@ func (l *Limiter) serve(ctx context.Context, a ezthrottle.Admission, cost int64,
 		}
 		now := l.clock.Now()
 		batch = l.collect(g, a.Limit, batch[:0])
-		rel := l.takeReleases(k.leases)
-		args = append(args[:0], l.nowArg(), interval, burst, a.Limit.MaxInFlight, ttl, len(rel))
-		for _, id := range rel {
-			args = append(args, id)
+		rel, keep := l.orderReleases(l.takeReleases(k.leases), now)
+		if n := 8 + len(rel) + 3*(1+len(batch)); cap(args) < n {
+			args = make([]any, 0, n)
+			ids = make([]string, 0, len(rel)+1+len(batch))
+		}
+		args = append(l.scriptArgs(args), static...)
+		args = append(args, len(rel), keep)
+		ids = ids[:0]
+		for _, r := range rel {
+			args = append(args, r.id)
+			ids = append(ids, r.id)
 		}
 		// The i-th admitted request takes over the i-th released lease
 		// (ids[i]), the others get new IDs.
-		ids = append(ids[:0], rel...)
 		args = append(args, cost, maxWaitMicros(now, a.Deadline), l.idArg(&ids, 0))
 		for i, w := range batch {
 			args = append(args, w.cost, maxWaitMicros(now, w.deadline), l.idArg(&ids, i+1))
 		}
-		cctx, cancel := l.opCtx(ctx)
-		v, err := l.sc.acquire.Run(cctx, l.rdb, keys, args...).Int64Slice()
-		cancel()
-		l.rts.Add(1)
+		v, err := l.runAcquire(ctx, keys, args)
 		var d decision
 		if err == nil {
 			d, err = parseDecision(v, 1+len(batch))
 		}
 		if err != nil {
-			l.deliver(g, a.Key, k.leases, batch, ids, decision{}, now)
+			l.deliver(g, a.Key, k, batch, ids, decision{}, now, nil, time.Time{})
 			if cerr := callerDone(ctx); cerr != nil {
 				l.probeAborted(probe)
 				return grant{}, l.deadlineError(cerr, a, start), false
@@ -568,13 +639,14 @@ func (l *Limiter) serve(ctx context.Context, a ezthrottle.Admission, cost int64,
 			return grant{}, err, true
 		}
 		l.succeeded()
+		asked := now
 		now = l.clock.Now()
 		if d.granted > 0 {
 			l.decisions.Add(uint64(d.granted))
-			return l.deliver(g, a.Key, k.leases, batch, ids, d, now), nil, false
+			return l.deliver(g, a.Key, k, batch, ids, d, now, rel[:keep], asked), nil, false
 		}
 		l.decisions.Add(1)
-		l.deliver(g, a.Key, k.leases, batch, ids, d, now)
+		l.deliver(g, a.Key, k, batch, ids, d, now, nil, time.Time{})
 		if d.reason == reasonCost {
 			return grant{}, &CostError{Host: a.Key, Cost: cost, Burst: int64(burst)}, false
 		}
@@ -623,7 +695,13 @@ func (l *Limiter) serve(ctx context.Context, a ezthrottle.Admission, cost int64,
 // the batched waiters (d.waits[1:], in order), and returns the others to
 // the queue. A turn given to a waiter that gave up meanwhile is lost; its
 // lease is released.
-func (l *Limiter) deliver(g *gate, host, leases string, batch []*waiter, ids []string, d decision, now time.Time) grant {
+//
+// ids are the lease IDs of the call's requests, in order; kept are the
+// released leases the first requests took over without a new expiry (when
+// given their turn at once: the script leaves their expiry as it was);
+// asked is when the call was made (the new expiries are at least a lease
+// TTL after it).
+func (l *Limiter) deliver(g *gate, host string, k hostKeys, batch []*waiter, ids []string, d decision, now time.Time, kept []released, asked time.Time) grant {
 	var head grant
 	var fresh []*lease
 	if d.granted > 0 {
@@ -631,7 +709,11 @@ func (l *Limiter) deliver(g *gate, host, leases string, batch []*waiter, ids []s
 		if d.leased {
 			fresh = make([]*lease, d.granted)
 			for i := range fresh {
-				fresh[i] = &lease{l: l, host: host, key: leases, id: ids[i]}
+				scored := asked
+				if i < len(kept) && d.waits[i] == 0 {
+					scored = kept[i].scored
+				}
+				fresh[i] = &lease{l: l, host: host, key: k.leases, expKey: k.leasesExp, id: ids[i], scored: scored}
 			}
 			head.lease = fresh[0]
 			l.hold(fresh) // before any holder can release it
@@ -674,12 +756,18 @@ func (l *Limiter) deliver(g *gate, host, leases string, batch []*waiter, ids []s
 // sleepUntil waits until at, or until the gate is nudged; it returns
 // ctx.Err() when ctx ends first.
 func (l *Limiter) sleepUntil(ctx context.Context, g *gate, at time.Time) error {
+	l.mu.Lock()
+	if g.wake == nil {
+		g.wake = make(chan struct{}, 1)
+	}
+	wake := g.wake
+	l.mu.Unlock()
 	t := ezthrottle.NewTimerAt(l.clock, at)
 	defer t.Stop()
 	select {
 	case <-t.C():
 		return nil
-	case <-g.wake:
+	case <-wake:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -723,10 +811,25 @@ func (l *Limiter) degraded(ctx context.Context, a ezthrottle.Admission, err erro
 
 // opCtx bounds one Redis operation.
 func (l *Limiter) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	if l.cfg.timeout > 0 {
-		return context.WithTimeout(ctx, l.cfg.timeout)
+	if l.opTimeout > 0 {
+		return context.WithTimeout(ctx, l.opTimeout)
 	}
 	return ctx, func() {}
+}
+
+// honoursDeadlines reports whether rdb applies context deadlines to its
+// network I/O: go-redis clients do only with ContextTimeoutEnabled.
+// Clients of other types are assumed to.
+func honoursDeadlines(rdb redis.Scripter) bool {
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return true
 }
 
 // useRedis reports whether Redis may be used now (ok), and whether this use
@@ -832,7 +935,7 @@ func (l *Limiter) Learn(ctx context.Context, key string, s ezthrottle.Signals) {
 	}
 	// What was learned matters beyond the request that saw it.
 	cctx, cancel := l.opCtx(context.WithoutCancel(ctx))
-	err := l.sc.learn.Run(cctx, l.rdb, []string{l.keys(key).learned}, l.nowArg(), iv, sl, pz, l.cfg.learnedTTL.Milliseconds()).Err()
+	err := l.sc.learn.Run(cctx, l.rdb, []string{l.keys(key).learned}, append(l.scriptArgs(nil), iv, sl, pz, l.cfg.learnedTTL.Milliseconds())...).Err()
 	cancel()
 	l.rts.Add(1)
 	if err != nil {
@@ -866,11 +969,11 @@ func (l *Limiter) Close() error {
 	rel := l.pend
 	for key, ls := range groupLeases(l.held) {
 		for _, p := range ls {
-			rel[key] = append(rel[key], p.id)
+			rel[key] = append(rel[key], released{id: p.id})
 		}
 	}
 	l.held = make(map[*lease]struct{})
-	l.pend, l.npend = make(map[string][]string), 0
+	l.pend, l.npend = make(map[string][]released), 0
 	close(l.stop)
 	l.lmu.Unlock()
 	l.wg.Wait()
@@ -960,9 +1063,9 @@ func (l *Limiter) Inspect(ctx context.Context, host string) (HostState, error) {
 	k := l.keys(host)
 	cctx, cancel := l.opCtx(ctx)
 	defer cancel()
-	args := []any{l.nowArg()}
-	for _, id := range l.takeReleases(k.leases) {
-		args = append(args, id)
+	args := l.scriptArgs(nil)
+	for _, r := range l.takeReleases(k.leases) {
+		args = append(args, r.id)
 	}
 	v, err := l.sc.inspect.Run(cctx, l.rdb, []string{k.tat, k.leases, k.learned}, args...).Int64Slice()
 	l.rts.Add(1)

@@ -5,30 +5,50 @@ import "github.com/redis/go-redis/v9"
 // Every script reads the Redis server's clock (TIME), so the processes
 // sharing a limit never compare their own clocks. Times are integers in
 // microseconds since the Unix epoch (well within a Lua double's 2^53). The
-// first argument of every script overrides the server's clock when it is
-// not empty: only the package's tests use it (Redis TIME cannot be mocked
-// otherwise).
+// package's tests give the scripts their clock as a first argument instead
+// (Redis TIME cannot be mocked otherwise): see testClockSrc.
 //
 // Keys of one host (all carry the host in a hash tag, so a Redis Cluster
 // keeps them in one slot):
 //
 //	<prefix>{<host>}:t  GCRA theoretical arrival time (string, µs), PX expiry
 //	<prefix>{<host>}:f  leases in flight (sorted set: lease ID -> expiry µs),
-//	                    PX expiry after the last lease's (processes may
-//	                    use different lease TTLs)
-//	<prefix>{<host>}:l  learned limits (hash: i = interval µs, s = max in
-//	                    flight, p = paused until µs), PX expiry
+//	                    PX expiry at least 1 s after its last lease's
+//	                    (processes may use different lease TTLs)
+//	<prefix>{<host>}:x  the lease set's expiry (string, µs; same PX), so
+//	                    that an admission need not ask for it
+//	<prefix>{<host>}:m  learned limits (string "interval µs,max in flight,
+//	                    paused until µs", each field possibly empty), PX
+//	                    expiry
+//
+// A Lua script pays about as much for each redis.call as for the command
+// itself, so the admission script reads its three strings in one MGET, and
+// touches the lease set only as much as the admission needs.
 
-// clockSrc is the prologue of every script: now, in µs, from ARGV[1] when
-// given (tests), else from the server's clock.
+// clockSrc is the prologue of every script: now, in µs, from the server's
+// clock.
 const clockSrc = `
 if redis.replicate_commands then redis.replicate_commands() end
-local now
-if ARGV[1] ~= '' then
-  now = tonumber(ARGV[1])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+`
+
+// testClockSrc replaces clockSrc in the package's tests: now is the first
+// argument, removed from ARGV so that the rest of the script is the same.
+const testClockSrc = `
+if redis.replicate_commands then redis.replicate_commands() end
+local now = tonumber(table.remove(ARGV, 1))
+`
+
+// learnedSrc parses the learned limits string v (false when absent) into
+// interval, max in flight and pause end (each empty when not learned).
+const learnedSrc = `
+local function learned(v)
+  if v then
+    local i, s, p = string.match(v, '^(%d*),(%d*),(%d*)$')
+    if i then return i, s, p end
+  end
+  return '', '', ''
 end
 `
 
@@ -43,19 +63,25 @@ end
 // that cannot be admitted in time (FIFO), and reports why and how long that
 // request would have to wait.
 //
-// A released lease is handed on: the i-th admitted request takes the i-th
-// released lease's ID (its score is updated) instead of a new one, and the
-// released leases not handed on are removed at the end. A set that empties
-// is deleted and its expiry lost, so adding and removing a member each
-// time would double the cost of a call. Until then the released leases are
-// counted as gone: they were this process's and held until now, so present
-// unless they expired; if some had expired, the count was short, and the
-// turns given beyond the cap are taken back before the reply.
+// A released lease is handed on: the i-th admitted request takes over the
+// i-th released lease's ID (its score is updated) instead of a new one, and
+// the released leases not handed on are removed at the end (a set that
+// empties is deleted: removing and adding a member each time would also
+// recreate the key and its expiry). A request that takes over a lease
+// leaves the count in flight as it was, so the set is counted only when a
+// new lease is added (or the cap was learned: it may have been lowered).
+// Released leases are counted as gone: they were this process's and held
+// until now, so present unless they expired; if some had expired, the
+// count was short, and the turns given beyond the cap are taken back
+// before the reply.
 //
-// KEYS: tat, leases, learned.
-// ARGV: now override, interval µs (0 = unpaced), burst, max in flight (0 =
-// no cap), lease TTL µs, number of released lease IDs r, then the r IDs,
-// then for each request: cost, maximum wait µs, new lease ID.
+// KEYS: tat, leases, learned, leases expiry.
+// ARGV: interval µs (0 = unpaced), burst, max in flight (0 =
+// no cap), lease TTL µs, number of released lease IDs r, how many of them
+// keep their expiry (c: the first c expire at least two thirds of a lease
+// TTL from now, so a request given its turn at once takes one over without
+// a new expiry), then the r IDs, then for each request: cost, maximum wait
+// µs, new lease ID (empty for the first r).
 // Reply: {granted k, reason, wait µs, interval µs in force, cap in force,
 // then the k waits µs (0 = at once)}. reason (why request k+1 was not
 // admitted): 0 none (all admitted), 1 paused, 2 rate (wait: until its
@@ -63,33 +89,43 @@ end
 // exceeds what the bucket can ever hold. When the cap in force is not 0,
 // admitted request i holds the lease of the i-th released ID when i <= r,
 // else its own new ID.
-const acquireSrc = clockSrc + `
-local interval = tonumber(ARGV[2])
-local burst = tonumber(ARGV[3])
-local slots = tonumber(ARGV[4])
-local ttl = tonumber(ARGV[5])
-local nrel = tonumber(ARGV[6])
-local learned = redis.call('HMGET', KEYS[3], 'i', 's', 'p')
-if learned[1] then interval = tonumber(learned[1]) end
-if learned[2] then slots = tonumber(learned[2]) end
-local pause = tonumber(learned[3] or '0') or 0
+const acquireSrc = `
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local slots = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[4])
+local nrel = tonumber(ARGV[5])
+local nkeep = tonumber(ARGV[6])
+local got = redis.call('MGET', KEYS[1], KEYS[3], KEYS[4])
+local li, ls, lp = learned(got[2])
+local capLearned = ls ~= ''
+if li ~= '' then interval = tonumber(li) end
+if capLearned then slots = tonumber(ls) end
+local pause = tonumber(lp) or 0
 if pause > now then
   if nrel > 0 then redis.call('ZREM', KEYS[2], unpack(ARGV, 7, 6 + nrel)) end
   return {0, 1, pause - now, interval, slots}
 end
-local inflight, purged, absent = 0, false, 0
-if slots > 0 then
-  inflight = redis.call('ZCARD', KEYS[2]) - nrel
-  if inflight < 0 then inflight = 0 end
-end
 local tat, tat0 = 0, 0
 if interval > 0 then
-  tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+  tat = tonumber(got[1] or '0') or 0
   if pause > 0 then
     local floor = pause + (burst - 1) * interval
     if tat < floor then tat = floor end
   end
   tat0 = tat
+end
+-- inflight: live leases other than the released ones, plus the turns
+-- given so far; counted (ZCARD) only when needed.
+local inflight, counted, purged, fresh, absent = 0, false, false, false, 0
+local function count(k)
+  local n = redis.call('ZCARD', KEYS[2])
+  if n == 0 then fresh = true end
+  local unused = nrel - (k - 1)
+  if unused < 0 then unused = 0 end
+  inflight = n - unused
+  if inflight < 0 then inflight = 0 end
+  counted = true
 end
 local reply = {0, 0, 0, interval, slots}
 local waits, tats, ids = {}, {}, {}
@@ -99,19 +135,21 @@ while base + 2 <= #ARGV do
   local cost = tonumber(ARGV[base])
   local maxwait = tonumber(ARGV[base + 1])
   local k = #waits + 1
-  if slots > 0 and inflight >= slots and not purged then
-    -- Expired leases (of dead processes) are dropped only when they matter.
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-    purged = true
-    inflight = redis.call('ZCARD', KEYS[2])
-    if nrel >= k then inflight = inflight - (nrel - k + 1) end
-  end
-  if slots > 0 and inflight >= slots then
-    local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-    local wait = 1000
-    if first[2] then wait = tonumber(first[2]) - now end
-    reply[2], reply[3] = 3, wait
-    break
+  if slots > 0 then
+    if not counted and (k > nrel or capLearned) then count(k) end
+    if counted and inflight >= slots and not purged then
+      -- Expired leases (of dead processes) are dropped only when they matter.
+      redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+      purged = true
+      count(k)
+    end
+    if counted and inflight >= slots then
+      local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+      local wait = 1000
+      if first[2] then wait = tonumber(first[2]) - now end
+      reply[2], reply[3] = 3, wait
+      break
+    end
   end
   local wait = 0
   if interval > 0 then
@@ -132,15 +170,17 @@ while base + 2 <= #ARGV do
   end
   tats[k] = tat
   if slots > 0 then
-    local exp = now + wait + ttl
     local id = ARGV[base + 2]
     if k <= nrel then id = ARGV[6 + k] end
     ids[k] = id
-    if redis.call('ZADD', KEYS[2], string.format('%d', exp), id) == 1 and k <= nrel then
-      absent = absent + 1
+    if k > nkeep or wait > 0 then
+      local exp = now + wait + ttl
+      if redis.call('ZADD', KEYS[2], string.format('%d', exp), id) == 1 and k <= nrel then
+        absent = absent + 1
+      end
+      if exp > lastexp then lastexp = exp end
     end
     inflight = inflight + 1
-    if exp > lastexp then lastexp = exp end
   end
   waits[k] = wait
   base = base + 3
@@ -167,11 +207,14 @@ if tat ~= tat0 then
   redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
 end
 if lastexp > 0 then
-  -- The set outlives its last lease; extended with room to spare, so most
-  -- calls only read its TTL.
-  local need = math.floor((lastexp - now) / 1000) + 1000
-  if redis.call('PTTL', KEYS[2]) < need then
-    redis.call('PEXPIRE', KEYS[2], need + math.floor(ttl / 1000))
+  -- The set outlives its last lease by at least 1 s; when extended, with
+  -- room to spare (one more TTL), so most calls need not touch it.
+  local need = lastexp + 1000000
+  if fresh or absent > 0 or (tonumber(got[3] or '0') or 0) < need then
+    local exp = need + ttl
+    local px = math.floor((exp - now) / 1000)
+    redis.call('PEXPIRE', KEYS[2], px)
+    redis.call('SET', KEYS[4], string.format('%d', exp), 'PX', px)
   end
 end
 reply[1] = #waits
@@ -182,43 +225,42 @@ return reply
 // learnSrc stores what a response taught about a host.
 //
 // KEYS: learned.
-// ARGV: now override, interval µs or "", max in flight or "", pause length
+// ARGV: interval µs or "", max in flight or "", pause length
 // µs or "", expiry ms.
 // Reply: the pause end in µs (0 when none).
-const learnSrc = clockSrc + `
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'i', ARGV[2]) end
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 's', ARGV[3]) end
-local ttl = tonumber(ARGV[5])
-local pause = tonumber(redis.call('HGET', KEYS[1], 'p') or '0') or 0
-if ARGV[4] ~= '' then
-  local untilp = now + tonumber(ARGV[4])
+const learnSrc = `
+local i, s, p = learned(redis.call('GET', KEYS[1]))
+if ARGV[1] ~= '' then i = ARGV[1] end
+if ARGV[2] ~= '' then s = ARGV[2] end
+local ttl = tonumber(ARGV[4])
+local pause = tonumber(p) or 0
+if ARGV[3] ~= '' then
+  local untilp = now + tonumber(ARGV[3])
   if untilp > pause then
     pause = untilp
-    redis.call('HSET', KEYS[1], 'p', string.format('%d', pause))
+    p = string.format('%d', pause)
   end
 end
 if pause > now then
   local left = math.floor((pause - now) / 1000) + 1000
   if left > ttl then ttl = left end
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-end
+redis.call('SET', KEYS[1], i .. ',' .. s .. ',' .. p, 'PX', ttl)
 return pause
 `
 
 // renewSrc extends the leases still present (a lease that expired is not
 // resurrected: its slot may already be taken).
 //
-// KEYS: leases. ARGV: now override, lease TTL µs, lease IDs...
+// KEYS: leases, leases expiry. ARGV: lease TTL µs, lease IDs...
 // Reply: the IDs that were no longer held.
-const renewSrc = clockSrc + `
-local ttl = tonumber(ARGV[2])
+const renewSrc = `
+local ttl = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local exp = string.format('%d', now + ttl)
 local lost = {}
 local n = 0
-for i = 3, #ARGV do
+for i = 2, #ARGV do
   if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
     redis.call('ZADD', KEYS[1], 'XX', exp, ARGV[i])
     n = n + 1
@@ -229,7 +271,9 @@ end
 if n > 0 then
   local need = math.floor(ttl / 1000) + 1000
   if redis.call('PTTL', KEYS[1]) < need then
-    redis.call('PEXPIRE', KEYS[1], need + math.floor(ttl / 1000))
+    local px = need + math.floor(ttl / 1000)
+    redis.call('PEXPIRE', KEYS[1], px)
+    redis.call('SET', KEYS[2], string.format('%d', now + px * 1000), 'PX', px)
   end
 end
 return lost
@@ -246,15 +290,15 @@ return redis.call('ZREM', KEYS[1], unpack(ARGV))
 // process released since its last call for the host.
 //
 // KEYS: tat, leases, learned.
-// ARGV: now override, released lease IDs...
+// ARGV: released lease IDs...
 // Reply: {now µs, learned interval µs or -1, learned cap or -1, paused until
 // µs or 0, leases alive, TAT µs or 0}.
-const inspectSrc = clockSrc + `
-if #ARGV > 1 then redis.call('ZREM', KEYS[2], unpack(ARGV, 2)) end
-local learned = redis.call('HMGET', KEYS[3], 'i', 's', 'p')
+const inspectSrc = `
+if #ARGV > 0 then redis.call('ZREM', KEYS[2], unpack(ARGV)) end
+local got = redis.call('MGET', KEYS[1], KEYS[3])
+local i, s, p = learned(got[2])
 local n = redis.call('ZCOUNT', KEYS[2], '(' .. string.format('%d', now), '+inf')
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
-return {now, tonumber(learned[1] or '-1'), tonumber(learned[2] or '-1'), tonumber(learned[3] or '0'), n, tat}
+return {now, tonumber(i) or -1, tonumber(s) or -1, tonumber(p) or 0, n, tonumber(got[1] or '0') or 0}
 `
 
 // scripts are the Lua scripts of one Limiter (a redis.Script caches its
@@ -263,12 +307,18 @@ type scripts struct {
 	acquire, learn, renew, release, inspect *redis.Script
 }
 
-func newScripts() scripts {
+// newScripts returns the scripts reading the server's clock, or with test,
+// the clock given as their first argument.
+func newScripts(test bool) scripts {
+	clock := clockSrc
+	if test {
+		clock = testClockSrc
+	}
 	return scripts{
-		acquire: redis.NewScript(acquireSrc),
-		learn:   redis.NewScript(learnSrc),
-		renew:   redis.NewScript(renewSrc),
+		acquire: redis.NewScript(clock + learnedSrc + acquireSrc),
+		learn:   redis.NewScript(clock + learnedSrc + learnSrc),
+		renew:   redis.NewScript(clock + renewSrc),
 		release: redis.NewScript(releaseSrc),
-		inspect: redis.NewScript(inspectSrc),
+		inspect: redis.NewScript(clock + learnedSrc + inspectSrc),
 	}
 }

@@ -108,7 +108,7 @@ func BenchmarkDecisions(b *testing.B) {
 				{"redislimit", ezthrottle.Limit{Rate: 1_000_000, Burst: 1_000_000}},
 				{"redislimit+cap", ezthrottle.Limit{Rate: 1_000_000, Burst: 1_000_000, MaxInFlight: 1_000_000}},
 			} {
-				l, err := redislimit.New(newClient(b, addr), redislimit.WithPrefix(prefix()), redislimit.WithTimeout(0))
+				l, err := redislimit.New(newClient(b, addr), redislimit.WithPrefix(prefix()))
 				if err != nil {
 					b.Fatal(err)
 				}
