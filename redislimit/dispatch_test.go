@@ -62,7 +62,7 @@ func TestPipelineLoadsAnUnknownScript(t *testing.T) {
 	l := newTestLimiter(t, newClient(t, addr), WithPrefix(testPrefix(t)))
 	var nonce [8]byte
 	_, _ = rand.Read(nonce[:])
-	l.sc.acquire = redis.NewScript(clockSrc + learnedSrc + acquireSrc + "-- " + hex.EncodeToString(nonce[:]))
+	l.sc.acquire = redis.NewScript(clockSrc + acquireSrc + "-- " + hex.EncodeToString(nonce[:]))
 	e := l.hostEntry(host)
 	lim := ezthrottle.Limit{Rate: 1e6, Burst: 1e6}
 	calls := make([]*acall, 3)

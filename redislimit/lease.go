@@ -205,6 +205,8 @@ func (l *Limiter) keep() {
 // pipeline, else one call per lease set. When Redis is unavailable they are
 // left to expire.
 func (l *Limiter) flush(rel map[string][]released) error {
+	l.fmu.Lock() // Inspect waits for releases on their way
+	defer l.fmu.Unlock()
 	if !l.usable() {
 		return nil
 	}

@@ -65,6 +65,7 @@ type Limiter struct {
 	kick       chan struct{}
 	stop       chan struct{}
 	wg         sync.WaitGroup
+	fmu        sync.Mutex // held while releases are sent in the background
 
 	decisions, errs, outages, fallbacks, rejected, lost, rts atomic.Uint64
 }
@@ -251,10 +252,18 @@ type waiter struct {
 }
 
 // grant is a turn obtained from Redis: the request may start at at (local
-// clock), holding lease when a cap in flight is in force.
+// clock; zero: at once), holding lease when a cap in flight is in force.
 type grant struct {
 	at    time.Time
 	lease *lease
+}
+
+// at is the time of a turn wait after now; zero for a turn at once.
+func at(now time.Time, wait time.Duration) time.Time {
+	if wait <= 0 {
+		return time.Time{}
+	}
+	return now.Add(wait)
 }
 
 func (gr grant) permit() ezthrottle.Permit {
@@ -367,7 +376,7 @@ func (l *Limiter) acquire(ctx context.Context, a ezthrottle.Admission, cost int6
 // await sleeps until the granted turn. If ctx ends first the turn is lost
 // and its lease released.
 func (l *Limiter) await(ctx context.Context, a ezthrottle.Admission, gr grant, start time.Time) (ezthrottle.Permit, error) {
-	if gr.at.After(l.clock.Now()) {
+	if !gr.at.IsZero() && gr.at.After(l.clock.Now()) {
 		t := ezthrottle.NewTimerAt(l.clock, gr.at)
 		select {
 		case <-t.C():
@@ -599,12 +608,15 @@ func (l *Limiter) serve(ctx context.Context, a ezthrottle.Admission, cost int64,
 		ids   []string
 		args  []any
 	)
+	now := start
 	for {
 		probe, ok, lastErr := l.useRedis()
 		if !ok {
 			return grant{}, lastErr, true
 		}
-		now := l.clock.Now()
+		if !first || queued {
+			now = l.clock.Now()
+		}
 		batch = l.collect(g, a.Limit, batch[:0])
 		rel, keep := l.orderReleases(l.takeReleases(k.leases), now)
 		if n := 8 + len(rel) + 3*(1+len(batch)); cap(args) < n {
@@ -640,7 +652,9 @@ func (l *Limiter) serve(ctx context.Context, a ezthrottle.Admission, cost int64,
 		}
 		l.succeeded()
 		asked := now
-		now = l.clock.Now()
+		if d.granted == 0 || d.waits[d.granted-1] > 0 {
+			now = l.clock.Now() // turns are counted from the answer
+		}
 		if d.granted > 0 {
 			l.decisions.Add(uint64(d.granted))
 			return l.deliver(g, a.Key, k, batch, ids, d, now, rel[:keep], asked), nil, false
@@ -705,7 +719,7 @@ func (l *Limiter) deliver(g *gate, host string, k hostKeys, batch []*waiter, ids
 	var head grant
 	var fresh []*lease
 	if d.granted > 0 {
-		head.at = now.Add(d.waits[0])
+		head.at = at(now, d.waits[0])
 		if d.leased {
 			fresh = make([]*lease, d.granted)
 			for i := range fresh {
@@ -726,7 +740,7 @@ func (l *Limiter) deliver(g *gate, host string, k hostKeys, batch []*waiter, ids
 		if i+1 >= d.granted {
 			continue
 		}
-		gr := grant{at: now.Add(d.waits[i+1])}
+		gr := grant{at: at(now, d.waits[i+1])}
 		if fresh != nil {
 			gr.lease = fresh[i+1]
 		}
@@ -1063,6 +1077,8 @@ func (l *Limiter) Inspect(ctx context.Context, host string) (HostState, error) {
 	k := l.keys(host)
 	cctx, cancel := l.opCtx(ctx)
 	defer cancel()
+	l.fmu.Lock() // after the releases being sent in the background
+	defer l.fmu.Unlock()
 	args := l.scriptArgs(nil)
 	for _, r := range l.takeReleases(k.leases) {
 		args = append(args, r.id)

@@ -97,11 +97,15 @@ local ttl = tonumber(ARGV[4])
 local nrel = tonumber(ARGV[5])
 local nkeep = tonumber(ARGV[6])
 local got = redis.call('MGET', KEYS[1], KEYS[3], KEYS[4])
-local li, ls, lp = learned(got[2])
-local capLearned = ls ~= ''
-if li ~= '' then interval = tonumber(li) end
-if capLearned then slots = tonumber(ls) end
-local pause = tonumber(lp) or 0
+local capLearned, pause = false, 0
+if got[2] then
+  local li, ls, lp = string.match(got[2], '^(%d*),(%d*),(%d*)$')
+  if li then
+    if li ~= '' then interval = tonumber(li) end
+    if ls ~= '' then slots, capLearned = tonumber(ls), true end
+    pause = tonumber(lp) or 0
+  end
+end
 if pause > now then
   if nrel > 0 then redis.call('ZREM', KEYS[2], unpack(ARGV, 7, 6 + nrel)) end
   return {0, 1, pause - now, interval, slots}
@@ -118,17 +122,21 @@ end
 -- inflight: live leases other than the released ones, plus the turns
 -- given so far; counted (ZCARD) only when needed.
 local inflight, counted, purged, fresh, absent = 0, false, false, false, 0
-local function count(k)
-  local n = redis.call('ZCARD', KEYS[2])
-  if n == 0 then fresh = true end
-  local unused = nrel - (k - 1)
-  if unused < 0 then unused = 0 end
-  inflight = n - unused
-  if inflight < 0 then inflight = 0 end
-  counted = true
+local count, tats, ids
+if slots > 0 then
+  count = function(k)
+    local n = redis.call('ZCARD', KEYS[2])
+    if n == 0 then fresh = true end
+    local unused = nrel - (k - 1)
+    if unused < 0 then unused = 0 end
+    inflight = n - unused
+    if inflight < 0 then inflight = 0 end
+    counted = true
+  end
+  tats, ids = {}, {}
 end
-local reply = {0, 0, 0, interval, slots}
-local waits, tats, ids = {}, {}, {}
+local reason, rwait = 0, 0
+local waits = {}
 local lastexp = 0
 local base = 7 + nrel
 while base + 2 <= #ARGV do
@@ -147,14 +155,14 @@ while base + 2 <= #ARGV do
       local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
       local wait = 1000
       if first[2] then wait = tonumber(first[2]) - now end
-      reply[2], reply[3] = 3, wait
+      reason, rwait = 3, wait
       break
     end
   end
   local wait = 0
   if interval > 0 then
     if cost > burst then
-      reply[2] = 4
+      reason = 4
       break
     end
     local t = tat
@@ -163,13 +171,13 @@ while base + 2 <= #ARGV do
     wait = newtat - burst * interval - now
     if wait < 0 then wait = 0 end
     if wait > maxwait then
-      reply[2], reply[3] = 2, wait
+      reason, rwait = 2, wait
       break
     end
     tat = newtat
   end
-  tats[k] = tat
   if slots > 0 then
+    tats[k] = tat
     local id = ARGV[base + 2]
     if k <= nrel then id = ARGV[6 + k] end
     ids[k] = id
@@ -199,7 +207,7 @@ if absent > 0 and slots > 0 and #waits > 0 then
     tats[#waits], ids[#waits] = nil, nil
     waits[#waits] = nil
     n = n - 1
-    reply[2], reply[3] = 3, 1000
+    reason, rwait = 3, 1000
   end
   tat = tats[#waits] or tat0
 end
@@ -217,7 +225,7 @@ if lastexp > 0 then
     redis.call('SET', KEYS[4], string.format('%d', exp), 'PX', px)
   end
 end
-reply[1] = #waits
+local reply = {#waits, reason, rwait, interval, slots}
 for i = 1, #waits do reply[5 + i] = waits[i] end
 return reply
 `
@@ -315,7 +323,7 @@ func newScripts(test bool) scripts {
 		clock = testClockSrc
 	}
 	return scripts{
-		acquire: redis.NewScript(clock + learnedSrc + acquireSrc),
+		acquire: redis.NewScript(clock + acquireSrc),
 		learn:   redis.NewScript(clock + learnedSrc + learnSrc),
 		renew:   redis.NewScript(clock + renewSrc),
 		release: redis.NewScript(releaseSrc),
