@@ -112,6 +112,7 @@ func (l *Limiter) startKeeper() {
 		return
 	}
 	l.keeping = true
+	l.keeperStarts++
 	l.wg.Add(1)
 	go l.keep()
 }

@@ -54,18 +54,19 @@ type Limiter struct {
 	h    health
 
 	// Leases held and released (lease.go); lmu guards them.
-	lmu        sync.Mutex
-	held       map[*lease]struct{}
-	pend       map[string][]released // lease set -> leases released, not yet removed
-	npend      int                   // IDs in pend
-	pendSince  time.Time             // when pend stopped being empty
-	flushArmed bool                  // the keeper knows pend is not empty
-	keeping    bool                  // the keeper goroutine runs
-	lclosed    bool
-	kick       chan struct{}
-	stop       chan struct{}
-	wg         sync.WaitGroup
-	fmu        sync.Mutex // held while releases are sent in the background
+	lmu          sync.Mutex
+	held         map[*lease]struct{}
+	pend         map[string][]released // lease set -> leases released, not yet removed
+	npend        int                   // IDs in pend
+	pendSince    time.Time             // when pend stopped being empty
+	flushArmed   bool                  // the keeper knows pend is not empty
+	keeping      bool                  // the keeper goroutine runs
+	keeperStarts int                   // for tests
+	lclosed      bool
+	kick         chan struct{}
+	stop         chan struct{}
+	wg           sync.WaitGroup
+	fmu          sync.Mutex // held while releases are sent in the background
 
 	decisions, errs, outages, fallbacks, rejected, lost, rts atomic.Uint64
 }

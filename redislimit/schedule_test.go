@@ -2,6 +2,7 @@ package redislimit
 
 import (
 	"context"
+	"math"
 	"math/rand/v2"
 	"sort"
 	"sync"
@@ -241,4 +242,66 @@ func TestCostIsChargedInTurns(t *testing.T) {
 	_, err = l.acquire(ctx, ezthrottle.Admission{Key: "https://learned.example:443", Limit: ezthrottle.Unlimited()}, 2)
 	require.ErrorAs(t, err, &ce)
 	assert.Equal(t, int64(1), ce.Burst)
+}
+
+// With a cap in flight an admitted request costs one round trip: its
+// release travels with the next call of the host (which takes the released
+// lease over), Release never calls Redis itself, and the goroutine that
+// renews and sends releases is not started and stopped for each request.
+func TestReleaseTravelsWithTheNextCall(t *testing.T) {
+	addr, prefix := redisAddr(t), testPrefix(t)
+	clk := newFakeClock() // the background flush never comes: only calls carry releases
+	l := newClockedLimiter(t, addr, prefix, clk)
+	ctx := context.Background()
+	a := adm(math.Inf(1), 1, 1)
+	const n = 20
+	for i := 0; i < n; i++ {
+		p, err := l.Acquire(ctx, withDeadline(a, time.Hour))
+		require.NoError(t, err, "request %d: the previous one's slot is free", i)
+		p.Release()
+	}
+	s := l.Stats()
+	assert.Equal(t, uint64(n), s.RoundTrips, "one round trip per admitted request")
+	assert.Equal(t, uint64(n), s.Decisions)
+	l.lmu.Lock()
+	assert.Equal(t, 1, l.keeperStarts, "the keeper started once")
+	l.lmu.Unlock()
+	members, err := newClient(t, addr).ZCard(ctx, l.keys(host).leases).Result()
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), members, "the released lease, taken over each time")
+	hs, err := l.Inspect(ctx, host) // carries the last release
+	require.NoError(t, err)
+	assert.Zero(t, hs.InFlight)
+}
+
+// A released lease handed to the next request is counted as held; if it
+// had expired meanwhile (its slot may have gone to another process), the
+// count was short and the turn is taken back before anyone gets it.
+func TestTakingOverAnExpiredLeaseDoesNotExceedTheCap(t *testing.T) {
+	addr, prefix := redisAddr(t), testPrefix(t)
+	clk := newFakeClock()
+	a := newClockedLimiter(t, addr, prefix, clk)
+	b := newClockedLimiter(t, addr, prefix, clk)
+	ctx := context.Background()
+	lim := adm(math.Inf(1), 1, 1)
+	pa, err := a.Acquire(ctx, lim)
+	require.NoError(t, err)
+	// a's lease expires (its process stalled past the TTL): it is dropped,
+	// and b takes the slot.
+	rdb := newClient(t, addr)
+	require.NoError(t, rdb.ZRem(ctx, a.keys(host).leases, pa.(*lease).id).Err())
+	a.lmu.Lock()
+	pa.(*lease).scored = time.Time{} // not renewed since
+	a.lmu.Unlock()
+	pb, err := b.Acquire(ctx, withDeadline(lim, 0))
+	require.NoError(t, err)
+	defer pb.Release()
+
+	pa.Release()
+	_, err = a.Acquire(ctx, withDeadline(lim, 0))
+	require.ErrorIs(t, err, ezthrottle.ErrThrottled, "b holds the only slot")
+	hs, err := a.Inspect(ctx, host)
+	require.NoError(t, err)
+	assert.Equal(t, 1, hs.InFlight)
+	assert.Zero(t, a.Stats().LeasesHeld)
 }
