@@ -136,13 +136,13 @@ if slots > 0 then
   tats, ids = {}, {}
 end
 local reason, rwait = 0, 0
-local waits = {}
+local waits, ng = {}, 0 -- the turns given: waits[1..ng]
 local lastexp = 0
-local base = 7 + nrel
-while base + 2 <= #ARGV do
+local base, nargs = 7 + nrel, #ARGV
+while base + 2 <= nargs do
   local cost = tonumber(ARGV[base])
   local maxwait = tonumber(ARGV[base + 1])
-  local k = #waits + 1
+  local k = ng + 1
   if slots > 0 then
     if not counted and (k > nrel or capLearned) then count(k) end
     if counted and inflight >= slots and not purged then
@@ -190,26 +190,25 @@ while base + 2 <= #ARGV do
     end
     inflight = inflight + 1
   end
-  waits[k] = wait
+  waits[k], ng = wait, k
   base = base + 3
 end
 local used = 0
-if slots > 0 then used = #waits end
+if slots > 0 then used = ng end
 if used < nrel then
   absent = absent + (nrel - used) - redis.call('ZREM', KEYS[2], unpack(ARGV, 7 + used, 6 + nrel))
 end
-if absent > 0 and slots > 0 and #waits > 0 then
+if absent > 0 and slots > 0 and ng > 0 then
   -- Some released leases had expired: the count was short. Take back the
   -- turns given beyond the cap (the last ones; nobody has them yet).
   local n = redis.call('ZCARD', KEYS[2])
-  while n > slots and #waits > 0 do
-    redis.call('ZREM', KEYS[2], ids[#waits])
-    tats[#waits], ids[#waits] = nil, nil
-    waits[#waits] = nil
-    n = n - 1
+  while n > slots and ng > 0 do
+    redis.call('ZREM', KEYS[2], ids[ng])
+    tats[ng], ids[ng], waits[ng] = nil, nil, nil
+    ng, n = ng - 1, n - 1
     reason, rwait = 3, 1000
   end
-  tat = tats[#waits] or tat0
+  tat = tats[ng] or tat0
 end
 if tat ~= tat0 then
   redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
@@ -225,9 +224,7 @@ if lastexp > 0 then
     redis.call('SET', KEYS[4], string.format('%d', exp), 'PX', px)
   end
 end
-local reply = {#waits, reason, rwait, interval, slots}
-for i = 1, #waits do reply[5 + i] = waits[i] end
-return reply
+return {ng, reason, rwait, interval, slots, unpack(waits, 1, ng)}
 `
 
 // learnSrc stores what a response taught about a host.
