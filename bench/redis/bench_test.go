@@ -66,10 +66,10 @@ type contender struct {
 // never refuse (1e6/s, bursts of 1e6): the benchmark measures the cost of a
 // decision.
 //
-// The contenders take turns in rounds (a few hundred decisions each) within
-// one run, so that the load of a shared machine weighs on all of them
-// alike; each reports its own decisions/s (b.N decisions each) and Redis
-// round trips per decision.
+// The contenders take turns in rounds (a few hundred decisions each, each
+// round starting with the next contender) within one run, so that the load
+// of a shared machine weighs on all of them alike; each reports its own
+// decisions/s (b.N decisions each) and Redis round trips per decision.
 func BenchmarkDecisions(b *testing.B) {
 	addr := redisAddr(b)
 	shapes := []struct {
@@ -150,9 +150,13 @@ func BenchmarkDecisions(b *testing.B) {
 				}
 			}
 			b.ResetTimer()
-			for done := 0; done < b.N; done += round {
+			for r, done := 0, 0; done < b.N; r, done = r+1, done+round {
 				n := min(round, b.N-done)
-				for i, c := range cs {
+				for k := range cs {
+					// Each round starts with another contender: no one
+					// always runs right after the same one.
+					i := (k + r) % len(cs)
+					c := cs[i]
 					start := time.Now()
 					if err := rounds(ctx, c, sh.goroutines, n, hosts); err != nil {
 						b.Fatal(err)
