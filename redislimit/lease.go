@@ -73,6 +73,17 @@ func (l *Limiter) queueRelease(key string, r released) {
 	}
 }
 
+// requeue queues for release the leases of an acquire call whose outcome
+// is unknown (ZREM of a lease that is not there is harmless). When Redis is
+// unavailable they are dropped with the other pending releases.
+func (l *Limiter) requeue(key string, ids []string) {
+	l.lmu.Lock()
+	defer l.lmu.Unlock()
+	for _, id := range ids {
+		l.queueRelease(key, released{id: id})
+	}
+}
+
 // takeReleases removes from the pending releases those of one lease set
 // (at most maxFold), for a call that carries them to Redis.
 func (l *Limiter) takeReleases(key string) []released {

@@ -644,6 +644,9 @@ func (l *Limiter) serve(ctx context.Context, a ezthrottle.Admission, cost int64,
 		}
 		if err != nil {
 			l.deliver(g, a.Key, k, batch, ids, decision{}, now, nil, time.Time{})
+			// Whether the script ran is unknown: the releases it carried
+			// and the leases it may have added are released (again).
+			l.requeue(k.leases, ids)
 			if cerr := callerDone(ctx); cerr != nil {
 				l.probeAborted(probe)
 				return grant{}, l.deadlineError(cerr, a, start), false

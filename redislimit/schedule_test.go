@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -304,4 +305,49 @@ func TestTakingOverAnExpiredLeaseDoesNotExceedTheCap(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, hs.InFlight)
 	assert.Zero(t, a.Stats().LeasesHeld)
+}
+
+// lostReply runs the script, then loses the answer: the caller's context
+// ends while the call is on its way back.
+type lostReply struct {
+	redis.Scripter
+	arm    atomic.Bool
+	cancel context.CancelFunc
+}
+
+func (c *lostReply) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	cmd := c.Scripter.EvalSha(ctx, sha, keys, args...)
+	if c.arm.CompareAndSwap(true, false) {
+		c.cancel()
+		cmd = redis.NewCmd(ctx)
+		cmd.SetErr(context.Canceled)
+	}
+	return cmd
+}
+
+// A call whose answer is lost (the caller gave up) may have run: the
+// releases it carried, and the lease it may have taken, are released
+// again, so no slot stays taken until the lease TTL.
+func TestReleasesOfALostCallAreNotLost(t *testing.T) {
+	addr, prefix := redisAddr(t), testPrefix(t)
+	lr := &lostReply{Scripter: newClient(t, addr)}
+	l := newTestLimiter(t, lr, WithPrefix(prefix))
+	ctx := context.Background()
+	a := adm(math.Inf(1), 1, 1)
+	p, err := l.Acquire(ctx, a)
+	require.NoError(t, err)
+	p.Release() // pending: the next call carries it
+
+	cctx, cancel := context.WithCancel(ctx)
+	lr.cancel = cancel
+	lr.arm.Store(true)
+	_, err = l.Acquire(cctx, a)
+	require.ErrorIs(t, err, context.Canceled)
+
+	hs, err := l.Inspect(ctx, host)
+	require.NoError(t, err)
+	assert.Zero(t, hs.InFlight, "the slot is free")
+	p, err = l.Acquire(ctx, withDeadline(a, 0))
+	require.NoError(t, err)
+	p.Release()
 }
