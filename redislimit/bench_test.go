@@ -56,6 +56,7 @@ func BenchmarkDecisions(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+			b.ReportMetric(float64(l.Stats().RoundTrips)/float64(b.N), "roundtrips/decision")
 			if s := l.Stats(); s.Errors > 0 || s.FallbackAcquires > 0 {
 				b.Fatalf("Redis failed during the benchmark: %+v", s)
 			}

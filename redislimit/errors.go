@@ -34,3 +34,27 @@ func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailab
 
 // Unwrap returns Err.
 func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// ErrCostTooHigh: a request costs more than the host's bucket can ever
+// hold (*CostError), so it could never be admitted.
+var ErrCostTooHigh = errors.New("redislimit: request cost exceeds the burst")
+
+// CostError is returned by Acquire, at once, for a request whose cost
+// exceeds the burst of its host's limit: the bucket never holds that many
+// tokens, so waiting could not help. errors.Is(err, ErrCostTooHigh) is true.
+type CostError struct {
+	// Host is the host key of the refused request.
+	Host string
+	// Cost is the request's cost.
+	Cost int64
+	// Burst is the most the host's bucket holds.
+	Burst int64
+}
+
+// Error describes the refusal.
+func (e *CostError) Error() string {
+	return fmt.Sprintf("redislimit: %s: request cost %d exceeds the burst of %d: it can never be admitted", e.Host, e.Cost, e.Burst)
+}
+
+// Is makes errors.Is(err, ErrCostTooHigh) true.
+func (e *CostError) Is(target error) bool { return target == ErrCostTooHigh }

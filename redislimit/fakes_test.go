@@ -159,3 +159,24 @@ func (t *fakeTimer) Stop() bool {
 	t.stopped = true
 	return was
 }
+
+// next returns the earliest pending timer's instant (ok false when none).
+func (c *fakeClock) next() (at time.Time, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, t := range c.timers {
+		t.mu.Lock()
+		if !t.stopped && (!ok || t.at.Before(at)) {
+			at, ok = t.at, true
+		}
+		t.mu.Unlock()
+	}
+	return at, ok
+}
+
+// AdvanceTo moves the clock to at (never back).
+func (c *fakeClock) AdvanceTo(at time.Time) {
+	if d := at.Sub(c.Now()); d > 0 {
+		c.Advance(d)
+	}
+}

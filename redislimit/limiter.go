@@ -27,33 +27,73 @@ const maxIntervalMicros = int64(7 * 24 * time.Hour / time.Microsecond)
 // New, plug it into a Transport with ezthrottle.WithLimiter, and Close it on
 // shutdown.
 type Limiter struct {
-	rdb      redis.Scripter
-	cfg      config
-	sc       scripts
-	clock    ezthrottle.Clock
-	log      *slog.Logger
-	fallback ezthrottle.Limiter // nil when failing closed
-	idPrefix string
-	seq      atomic.Uint64
+	rdb       redis.Scripter
+	cfg       config
+	sc        scripts
+	clock     ezthrottle.Clock
+	log       *slog.Logger
+	fallback  ezthrottle.Limiter // nil when failing closed
+	idPrefix  string
+	seq       atomic.Uint64
+	opTimeout time.Duration // WithTimeout, when the client honours deadlines
+	pipe      pipeliner     // nil when rdb cannot pipeline
+
+	// serverNow, when set (tests only), replaces the Redis server's clock
+	// in the scripts.
+	serverNow func() time.Time
 
 	mu     sync.Mutex
 	gates  map[string]*gate
+	hosts  map[string]*hostEntry
 	closed bool
+
+	disp dispatcher // groups concurrent acquire calls
 
 	down atomic.Bool // mirrors h.down for the hot path
 	hmu  sync.Mutex
 	h    health
 
-	lmu      sync.Mutex
-	held     map[*lease]struct{}
-	renewing bool
-	lclosed  bool
-	kick     chan struct{}
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	// Leases held and released (lease.go); lmu guards them.
+	lmu          sync.Mutex
+	held         map[*lease]struct{}
+	pend         map[string][]released // lease set -> leases released, not yet removed
+	npend        int                   // IDs in pend
+	pendSince    time.Time             // when pend stopped being empty
+	flushArmed   bool                  // the keeper knows pend is not empty
+	keeping      bool                  // the keeper goroutine runs
+	keeperStarts int                   // for tests
+	lclosed      bool
+	kick         chan struct{}
+	stop         chan struct{}
+	wg           sync.WaitGroup
+	fmu          sync.Mutex // held while releases are sent in the background
 
-	decisions, errs, outages, fallbacks, rejected, lost atomic.Uint64
+	decisions, errs, outages, fallbacks, rejected, lost, rts atomic.Uint64
 }
+
+// pipeliner is what the Limiter needs from a client to send several
+// commands in one round trip (*redis.Client, *redis.ClusterClient and
+// *redis.Ring have it).
+type pipeliner interface {
+	Pipeline() redis.Pipeliner
+}
+
+const (
+	// reserveHorizon is how far ahead a request may be given its turn in
+	// Redis (and sleep until it). Within it, late wake-ups cost nothing;
+	// beyond it, a request asks again when its turn is closer, so a pause
+	// or a new pace learned meanwhile still applies to it.
+	reserveHorizon = 250 * time.Millisecond
+	// maxBatch is the most requests the head of a local queue asks Redis
+	// for in one call (itself and those queued behind it).
+	maxBatch = 64
+	// flushDelay is how long a released lease may wait for the next call
+	// of its host to carry it to Redis, before it is sent on its own (in
+	// one pipeline with every other release pending).
+	flushDelay = 2 * time.Millisecond
+	// maxFold is the most released leases one acquire call carries.
+	maxFold = 256
+)
 
 // health is the outage state machine; hmu guards it.
 type health struct {
@@ -103,14 +143,21 @@ func New(rdb redis.Scripter, opts ...Option) (*Limiter, error) {
 	l := &Limiter{
 		rdb:      rdb,
 		cfg:      c,
-		sc:       newScripts(),
+		sc:       newScripts(false),
 		clock:    c.clock,
 		log:      c.logger,
 		idPrefix: hex.EncodeToString(rnd[:]) + ":",
 		gates:    make(map[string]*gate),
+		hosts:    make(map[string]*hostEntry),
 		held:     make(map[*lease]struct{}),
+		pend:     make(map[string][]released),
 		kick:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
+	}
+	l.pipe, _ = rdb.(pipeliner)
+	l.opTimeout = c.timeout
+	if !honoursDeadlines(rdb) {
+		l.opTimeout = 0 // a context deadline would cost a timer per call and bound nothing
 	}
 	if !c.failClosed {
 		l.fallback = c.fallback
@@ -123,32 +170,108 @@ func New(rdb redis.Scripter, opts ...Option) (*Limiter, error) {
 
 var _ ezthrottle.Limiter = (*Limiter)(nil)
 
+// hostEntry is what the Limiter keeps about a host between its requests:
+// its keys (built once), and the acquire script's first arguments for the
+// host's last Limit (boxed once).
+type hostEntry struct {
+	keys hostKeys
+	list []string // the acquire script's KEYS
+	args atomic.Pointer[hostArgs]
+}
+
+type hostArgs struct {
+	lim  ezthrottle.Limit
+	args []any // interval, burst, max in flight, lease TTL
+}
+
+// static returns the acquire script's first arguments for lim.
+func (e *hostEntry) static(lim ezthrottle.Limit, ttl time.Duration) []any {
+	if ha := e.args.Load(); ha != nil && ha.lim == lim {
+		return ha.args
+	}
+	ha := &hostArgs{lim: lim, args: []any{intervalMicros(lim.Rate), burstOf(lim), lim.MaxInFlight, ttl.Microseconds()}}
+	e.args.Store(ha)
+	return ha.args
+}
+
+// maxHosts bounds the Limiter's memory of hosts: past it, the memory is
+// dropped and rebuilt as requests come.
+const maxHosts = 4096
+
+// hostEntry returns the entry of host, creating it. l.mu must be held.
+func (l *Limiter) hostEntry(host string) *hostEntry {
+	if e := l.hosts[host]; e != nil {
+		return e
+	}
+	if len(l.hosts) >= maxHosts {
+		clear(l.hosts)
+	}
+	k := l.keys(host)
+	e := &hostEntry{keys: k, list: []string{k.tat, k.leases, k.learned, k.leasesExp}}
+	l.hosts[host] = e
+	return e
+}
+
 // hostKeys are the Redis keys of one host.
 type hostKeys struct {
-	tat, leases, learned string
+	tat, leases, learned, leasesExp string
 }
 
 func (l *Limiter) keys(host string) hostKeys {
 	base := l.cfg.prefix + "{" + host + "}:"
-	return hostKeys{tat: base + "t", leases: base + "f", learned: base + "l"}
+	return hostKeys{tat: base + "t", leases: base + "f", learned: base + "m", leasesExp: base + "x"}
 }
 
 // gate is the local queue of one host: only its head talks to Redis, the
-// other requests of this process wait in arrival order. It exists while
+// other requests of this process wait in arrival order, and the head asks
+// for their turns too (up to maxBatch requests per call). It exists while
 // some request of the host is being admitted; l.mu guards it.
 type gate struct {
+	host       *hostEntry
 	head, tail *waiter
 	n          int
-	wake       chan struct{} // nudges the head (a local release or Learn)
+	wake       chan struct{} // nudges the head (a local release or Learn); made when it first sleeps
 	nextAt     time.Time     // when the head expects its turn
 	interval   time.Duration // spacing in force, from the last answer
 	burst      int
 }
 
+// waiter is a request queued behind the head of its gate. l.mu guards its
+// fields.
 type waiter struct {
 	prev, next *waiter
-	ch         chan struct{} // closed when the waiter becomes the head
-	turn       bool
+	ch         chan struct{} // closed when the waiter becomes the head or is granted
+	turn       bool          // it is the head now
+	granted    bool          // the head obtained its turn: gr
+	gone       bool          // it gave up (left the queue)
+	inBatch    bool          // the head is asking Redis for its turn
+
+	lim      ezthrottle.Limit
+	cost     int64
+	deadline time.Time
+	gr       grant
+}
+
+// grant is a turn obtained from Redis: the request may start at at (local
+// clock; zero: at once), holding lease when a cap in flight is in force.
+type grant struct {
+	at    time.Time
+	lease *lease
+}
+
+// at is the time of a turn wait after now; zero for a turn at once.
+func at(now time.Time, wait time.Duration) time.Time {
+	if wait <= 0 {
+		return time.Time{}
+	}
+	return now.Add(wait)
+}
+
+func (gr grant) permit() ezthrottle.Permit {
+	if gr.lease == nil {
+		return noPermit{}
+	}
+	return gr.lease
 }
 
 func (g *gate) push(w *waiter) {
@@ -197,6 +320,12 @@ func (g *gate) predict(now time.Time) time.Duration {
 // processes the order is best effort (whichever process asks first after a
 // turn frees up gets it).
 //
+// A request whose turn comes within reserveHorizon (250ms) is given that
+// turn in Redis at once and sleeps until it: the shared schedule advances
+// when the turn is given, not when the request wakes up, so late wake-ups
+// never slow the pace down. A turn given and then not used (the caller's
+// context ends while it sleeps) is not given back.
+//
 // A wait for the pace or a pause is predicted from Redis's answer: when it
 // ends after a.Deadline, Acquire returns a *ezthrottle.ThrottleError at once.
 // A wait for a free slot in flight cannot be predicted; it is bounded by ctx
@@ -204,52 +333,93 @@ func (g *gate) predict(now time.Time) time.Duration {
 // (WithFailOpen, the default) or returns an *UnavailableError
 // (WithFailClosed).
 func (l *Limiter) Acquire(ctx context.Context, a ezthrottle.Admission) (ezthrottle.Permit, error) {
+	return l.acquire(ctx, a, costOf(a))
+}
+
+// costOf is the cost of an admission in units of the pace: 1 until
+// ezthrottle.Admission carries a cost (issue 16); then a.Cost, 0 meaning 1.
+func costOf(ezthrottle.Admission) int64 { return 1 }
+
+// acquire admits a request of the given cost: it takes cost x interval of
+// the shared schedule (cost tokens of the bucket).
+func (l *Limiter) acquire(ctx context.Context, a ezthrottle.Admission, cost int64) (ezthrottle.Permit, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if err := a.Limit.Validate(); err != nil {
 		return nil, err
 	}
+	if cost < 1 {
+		return nil, fmt.Errorf("redislimit: request cost must be positive (got %d)", cost)
+	}
+	if burst := int64(burstOf(a.Limit)); cost > burst && intervalMicros(a.Limit.Rate) > 0 {
+		return nil, &CostError{Host: a.Key, Cost: cost, Burst: burst}
+	}
 	start := l.clock.Now()
-	g, waited, err := l.enter(ctx, a, start)
+	g, gr, queued, err := l.enter(ctx, a, cost, start)
 	if err != nil {
 		return nil, err
 	}
-	p, err, degrade := l.serve(ctx, a, g, start, waited)
-	l.leave(a.Key, g)
-	if degrade {
-		return l.degraded(ctx, a, err)
+	if g != nil { // the head of the gate: it asks Redis
+		var degrade bool
+		gr, err, degrade = l.serve(ctx, a, cost, g, start, queued)
+		l.leave(a.Key, g)
+		if degrade {
+			return l.degraded(ctx, a, err)
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
-	return p, err
+	return l.await(ctx, a, gr, start)
 }
 
-// enter makes the request the head of its host's gate, waiting in line
-// when another request of this process is being admitted. waited reports
-// whether it had to queue.
-func (l *Limiter) enter(ctx context.Context, a ezthrottle.Admission, start time.Time) (g *gate, waited bool, err error) {
+// await sleeps until the granted turn. If ctx ends first the turn is lost
+// and its lease released.
+func (l *Limiter) await(ctx context.Context, a ezthrottle.Admission, gr grant, start time.Time) (ezthrottle.Permit, error) {
+	if !gr.at.IsZero() && gr.at.After(l.clock.Now()) {
+		t := ezthrottle.NewTimerAt(l.clock, gr.at)
+		select {
+		case <-t.C():
+		case <-ctx.Done():
+			t.Stop()
+			if gr.lease != nil {
+				gr.lease.Release()
+			}
+			return nil, l.deadlineError(ctx.Err(), a, start)
+		}
+	}
+	return gr.permit(), nil
+}
+
+// enter makes the request the head of its host's gate (g not nil), waiting
+// in line when another request of this process is being admitted, unless
+// the head obtains its turn meanwhile (gr). queued reports whether it had
+// to queue.
+func (l *Limiter) enter(ctx context.Context, a ezthrottle.Admission, cost int64, start time.Time) (g *gate, gr grant, queued bool, err error) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return nil, false, ErrClosed
+		return nil, grant{}, false, ErrClosed
 	}
 	g = l.gates[a.Key]
 	if g == nil {
 		g = &gate{
-			wake:     make(chan struct{}, 1),
+			host:     l.hostEntry(a.Key),
 			interval: time.Duration(intervalMicros(a.Limit.Rate)) * time.Microsecond,
 			burst:    burstOf(a.Limit),
 		}
 		l.gates[a.Key] = g
 		l.mu.Unlock()
-		return g, false, nil
+		return g, grant{}, false, nil
 	}
 	if !a.Deadline.IsZero() {
 		if wait := g.predict(start); start.Add(wait).After(a.Deadline) {
 			l.mu.Unlock()
-			return nil, false, &ezthrottle.ThrottleError{Host: a.Key, Wait: wait, Predicted: true}
+			return nil, grant{}, false, &ezthrottle.ThrottleError{Host: a.Key, Wait: wait, Predicted: true}
 		}
 	}
-	w := &waiter{ch: make(chan struct{})}
+	w := &waiter{ch: make(chan struct{}), lim: a.Limit, cost: cost, deadline: a.Deadline}
 	g.push(w)
 	l.mu.Unlock()
 
@@ -259,16 +429,39 @@ func (l *Limiter) enter(ctx context.Context, a ezthrottle.Admission, start time.
 		defer t.Stop()
 		tc = t.C()
 	}
+	var cerr error
 	select {
 	case <-w.ch:
-		return g, true, nil
 	case <-ctx.Done():
-		l.abandon(a.Key, g, w)
-		return nil, false, l.deadlineError(ctx.Err(), a, start)
+		cerr = ctx.Err()
 	case <-tc:
-		l.abandon(a.Key, g, w)
-		return nil, false, &ezthrottle.ThrottleError{Host: a.Key, Wait: l.clock.Now().Sub(start)}
 	}
+	l.mu.Lock()
+	switch {
+	case w.granted:
+		l.mu.Unlock()
+		if cerr != nil { // given a turn, but the caller is gone
+			if w.gr.lease != nil {
+				w.gr.lease.Release()
+			}
+			return nil, grant{}, false, l.deadlineError(cerr, a, start)
+		}
+		return nil, w.gr, true, nil // a turn within the deadline: keep it
+	case w.turn:
+		l.mu.Unlock()
+		if cerr != nil {
+			l.leave(a.Key, g)
+			return nil, grant{}, false, l.deadlineError(cerr, a, start)
+		}
+		return g, grant{}, true, nil
+	}
+	g.remove(w)
+	w.gone = true
+	l.mu.Unlock()
+	if cerr != nil {
+		return nil, grant{}, false, l.deadlineError(cerr, a, start)
+	}
+	return nil, grant{}, false, &ezthrottle.ThrottleError{Host: a.Key, Wait: l.clock.Now().Sub(start)}
 }
 
 // leave passes the head of the gate to the next waiter, or removes the
@@ -285,23 +478,10 @@ func (l *Limiter) leave(host string, g *gate) {
 	l.mu.Unlock()
 }
 
-// abandon removes a waiter that gives up; if it had just been given the
-// turn, the turn goes to the next one.
-func (l *Limiter) abandon(host string, g *gate, w *waiter) {
-	l.mu.Lock()
-	if w.turn {
-		l.mu.Unlock()
-		l.leave(host, g)
-		return
-	}
-	g.remove(w)
-	l.mu.Unlock()
-}
-
 // nudge wakes the head of host's gate, if any, to ask Redis again now.
 func (l *Limiter) nudge(host string) {
 	l.mu.Lock()
-	if g := l.gates[host]; g != nil {
+	if g := l.gates[host]; g != nil && g.wake != nil {
 		select {
 		case g.wake <- struct{}{}:
 		default:
@@ -310,32 +490,109 @@ func (l *Limiter) nudge(host string) {
 	l.mu.Unlock()
 }
 
+// newID returns a lease ID unique across processes.
+func (l *Limiter) newID() string {
+	return l.idPrefix + strconv.FormatUint(l.seq.Add(1), 36)
+}
+
+// orderReleases puts first the released leases whose expiry in Redis is
+// still at least two thirds of a lease TTL away (keep of them): a request
+// given its turn at once takes one over without a new expiry, as safe as a
+// lease renewed every third of the TTL (the keeper renews the new holder
+// within a third).
+func (l *Limiter) orderReleases(rs []released, now time.Time) ([]released, int) {
+	keep := 0
+	fresh := now.Add(-l.cfg.leaseTTL / 3)
+	for i, r := range rs {
+		if r.scored.After(fresh) {
+			rs[i], rs[keep] = rs[keep], rs[i]
+			keep++
+		}
+	}
+	return rs, keep
+}
+
+// idArg is the new-lease-ID argument of the request at position i of an
+// acquire call: empty when it would take over the i-th released lease
+// (*ids starts with the released IDs), else a new ID, appended to *ids.
+func (l *Limiter) idArg(ids *[]string, i int) string {
+	if i < len(*ids) {
+		return ""
+	}
+	id := l.newID()
+	*ids = append(*ids, id)
+	return id
+}
+
+// scriptArgs starts the arguments of a script call: empty, or in tests
+// the test clock's time in µs (see testClockSrc).
+func (l *Limiter) scriptArgs(buf []any) []any {
+	if l.serverNow == nil {
+		return buf[:0]
+	}
+	return append(buf[:0], l.serverNow().UnixMicro())
+}
+
 // decision is the acquire script's answer.
 type decision struct {
-	allowed  bool
-	leased   bool
-	reason   int64
-	wait     time.Duration
+	granted  int             // requests admitted, in order
+	waits    []time.Duration // the granted requests' waits until their turns
+	reason   int64           // why the next one was not
+	wait     time.Duration   // how long the next one would wait
 	interval time.Duration
+	leased   bool // the granted requests hold leases (a cap is in force)
 }
 
 const (
 	reasonPaused = 1
 	reasonRate   = 2
 	reasonSlots  = 3
+	reasonCost   = 4
 )
 
-func parseDecision(v []int64) (decision, error) {
-	if len(v) != 6 || v[0] < 0 || v[0] > 1 || v[2] < 0 || v[2] > 3 || v[3] < 0 {
+// parseDecision checks and decodes the acquire script's reply to a call for
+// n requests.
+func parseDecision(v []int64, n int) (decision, error) {
+	if len(v) < 5 || v[0] < 0 || int(v[0]) > n || len(v) != 5+int(v[0]) ||
+		v[1] < 0 || v[1] > reasonCost || v[3] < 0 {
 		return decision{}, fmt.Errorf("redislimit: unexpected reply from the acquire script: %v", v)
 	}
-	return decision{
-		allowed:  v[0] == 1,
-		wait:     micros(v[1]),
-		reason:   v[2],
+	d := decision{
+		granted:  int(v[0]),
+		reason:   v[1],
+		wait:     micros(v[2]),
 		interval: micros(v[3]),
-		leased:   v[5] == 1,
-	}, nil
+		leased:   v[4] > 0,
+	}
+	if d.granted > 0 {
+		d.waits = make([]time.Duration, d.granted)
+		for i := range d.waits {
+			d.waits[i] = micros(v[5+i])
+		}
+	}
+	return d, nil
+}
+
+// maxWaitMicros is how far ahead Redis may give a request its turn: up to
+// reserveHorizon, and never after its deadline.
+func maxWaitMicros(now, deadline time.Time) int64 {
+	m := reserveHorizon
+	if !deadline.IsZero() {
+		m = min(m, deadline.Sub(now))
+	}
+	return max(m.Microseconds(), 0)
+}
+
+// collect marks the waiters right behind the head that the head asks Redis
+// for (same Limit, arrival order, at most maxBatch - 1).
+func (l *Limiter) collect(g *gate, lim ezthrottle.Limit, buf []*waiter) []*waiter {
+	l.mu.Lock()
+	for w := g.head; w != nil && len(buf) < maxBatch-1 && w.lim == lim; w = w.next {
+		w.inBatch = true
+		buf = append(buf, w)
+	}
+	l.mu.Unlock()
+	return buf
 }
 
 // micros converts microseconds from Redis to a Duration, clamped to
@@ -346,46 +603,79 @@ func micros(us int64) time.Duration {
 }
 
 // serve asks Redis until the request is admitted, cannot be admitted in
-// time, or Redis fails (degrade is then true and err the Redis error).
-func (l *Limiter) serve(ctx context.Context, a ezthrottle.Admission, g *gate, start time.Time, waited bool) (p ezthrottle.Permit, err error, degrade bool) {
-	k := l.keys(a.Key)
-	interval, burst := intervalMicros(a.Limit.Rate), burstOf(a.Limit)
-	ttl := l.cfg.leaseTTL.Microseconds()
-	first := !waited
+// time, or Redis fails (degrade is then true and err the Redis error). In
+// each call it asks for the waiters queued behind it too, and hands them
+// the turns Redis gives.
+func (l *Limiter) serve(ctx context.Context, a ezthrottle.Admission, cost int64, g *gate, start time.Time, queued bool) (gr grant, err error, degrade bool) {
+	k, keys := g.host.keys, g.host.list
+	burst := burstOf(a.Limit)
+	static := g.host.static(a.Limit, l.cfg.leaseTTL)
+	first := !queued
+	var (
+		batch []*waiter
+		ids   []string
+		args  []any
+	)
+	now := start
 	for {
 		probe, ok, lastErr := l.useRedis()
 		if !ok {
-			return nil, lastErr, true
+			return grant{}, lastErr, true
 		}
-		id := l.idPrefix + strconv.FormatUint(l.seq.Add(1), 36)
-		cctx, cancel := l.opCtx(ctx)
-		v, err := l.sc.acquire.Run(cctx, l.rdb, []string{k.tat, k.leases, k.learned},
-			interval, burst, a.Limit.MaxInFlight, id, ttl).Int64Slice()
-		cancel()
+		if !first || queued {
+			now = l.clock.Now()
+		}
+		batch = l.collect(g, a.Limit, batch[:0])
+		rel, keep := l.orderReleases(l.takeReleases(k.leases), now)
+		if n := 8 + len(rel) + 3*(1+len(batch)); cap(args) < n {
+			args = make([]any, 0, n)
+			ids = make([]string, 0, len(rel)+1+len(batch))
+		}
+		args = append(l.scriptArgs(args), static...)
+		args = append(args, len(rel), keep)
+		ids = ids[:0]
+		for _, r := range rel {
+			args = append(args, r.id)
+			ids = append(ids, r.id)
+		}
+		// The i-th admitted request takes over the i-th released lease
+		// (ids[i]), the others get new IDs.
+		args = append(args, cost, maxWaitMicros(now, a.Deadline), l.idArg(&ids, 0))
+		for i, w := range batch {
+			args = append(args, w.cost, maxWaitMicros(now, w.deadline), l.idArg(&ids, i+1))
+		}
+		v, err := l.runAcquire(ctx, keys, args)
 		var d decision
 		if err == nil {
-			d, err = parseDecision(v)
+			d, err = parseDecision(v, 1+len(batch))
 		}
 		if err != nil {
+			l.deliver(g, a.Key, k, batch, ids, decision{}, now, nil, time.Time{})
+			// Whether the script ran is unknown: the releases it carried
+			// and the leases it may have added are released (again).
+			l.requeue(k.leases, ids)
 			if cerr := callerDone(ctx); cerr != nil {
 				l.probeAborted(probe)
-				return nil, l.deadlineError(cerr, a, start), false
+				return grant{}, l.deadlineError(cerr, a, start), false
 			}
 			l.failed(err)
-			return nil, err, true
+			return grant{}, err, true
 		}
 		l.succeeded()
+		asked := now
+		if d.granted == 0 || d.waits[d.granted-1] > 0 {
+			now = l.clock.Now() // turns are counted from the answer
+		}
+		if d.granted > 0 {
+			l.decisions.Add(uint64(d.granted))
+			return l.deliver(g, a.Key, k, batch, ids, d, now, rel[:keep], asked), nil, false
+		}
 		l.decisions.Add(1)
-		if d.allowed {
-			if !d.leased {
-				return noPermit{}, nil, false
-			}
-			ls := &lease{l: l, host: a.Key, key: k.leases, id: id}
-			l.hold(ls)
-			return ls, nil, false
+		l.deliver(g, a.Key, k, batch, ids, d, now, nil, time.Time{})
+		if d.reason == reasonCost {
+			return grant{}, &CostError{Host: a.Key, Cost: cost, Burst: int64(burst)}, false
 		}
 
-		now := l.clock.Now()
 		wait := d.wait
 		slotBound := d.reason == reasonSlots
 		if slotBound && (wait <= 0 || wait > l.cfg.poll) {
@@ -399,36 +689,110 @@ func (l *Limiter) serve(ctx context.Context, a ezthrottle.Admission, g *gate, st
 			g.nextAt = now.Add(wait)
 		}
 		l.mu.Unlock()
-		sleep := min(wait, maxRecheck)
+		sleep := wait
+		if d.reason == reasonRate {
+			// Come back when the turn is within the horizon, with room for
+			// a late wake-up: the turn is then given at its due time.
+			sleep = max(wait-reserveHorizon*3/4, 0)
+		}
+		sleep = min(sleep, maxRecheck)
 		if !a.Deadline.IsZero() {
 			left := a.Deadline.Sub(now)
 			if !slotBound && wait > left {
 				if first {
-					return nil, &ezthrottle.ThrottleError{Host: a.Key, Wait: wait, Predicted: true}, false
+					return grant{}, &ezthrottle.ThrottleError{Host: a.Key, Wait: wait, Predicted: true}, false
 				}
-				return nil, &ezthrottle.ThrottleError{Host: a.Key, Wait: now.Sub(start)}, false
+				return grant{}, &ezthrottle.ThrottleError{Host: a.Key, Wait: now.Sub(start)}, false
 			}
 			if left <= 0 {
-				return nil, &ezthrottle.ThrottleError{Host: a.Key, Wait: now.Sub(start)}, false
+				return grant{}, &ezthrottle.ThrottleError{Host: a.Key, Wait: now.Sub(start)}, false
 			}
 			sleep = min(sleep, left)
 		}
 		first = false
 		if err := l.sleepUntil(ctx, g, now.Add(sleep)); err != nil {
-			return nil, l.deadlineError(err, a, start), false
+			return grant{}, l.deadlineError(err, a, start), false
 		}
 	}
+}
+
+// deliver hands the turns of d to the head (its grant is returned) and to
+// the batched waiters (d.waits[1:], in order), and returns the others to
+// the queue. A turn given to a waiter that gave up meanwhile is lost; its
+// lease is released.
+//
+// ids are the lease IDs of the call's requests, in order; kept are the
+// released leases the first requests took over without a new expiry (when
+// given their turn at once: the script leaves their expiry as it was);
+// asked is when the call was made (the new expiries are at least a lease
+// TTL after it).
+func (l *Limiter) deliver(g *gate, host string, k hostKeys, batch []*waiter, ids []string, d decision, now time.Time, kept []released, asked time.Time) grant {
+	var head grant
+	var fresh []*lease
+	if d.granted > 0 {
+		head.at = at(now, d.waits[0])
+		if d.leased {
+			fresh = make([]*lease, d.granted)
+			for i := range fresh {
+				scored := asked
+				if i < len(kept) && d.waits[i] == 0 {
+					scored = kept[i].scored
+				}
+				fresh[i] = &lease{l: l, host: host, key: k.leases, expKey: k.leasesExp, id: ids[i], scored: scored}
+			}
+			head.lease = fresh[0]
+			l.hold(fresh) // before any holder can release it
+		}
+	}
+	var orphans []*lease
+	l.mu.Lock()
+	for i, w := range batch {
+		w.inBatch = false
+		if i+1 >= d.granted {
+			continue
+		}
+		gr := grant{at: at(now, d.waits[i+1])}
+		if fresh != nil {
+			gr.lease = fresh[i+1]
+		}
+		if w.gone {
+			if gr.lease != nil {
+				orphans = append(orphans, gr.lease)
+			}
+			continue
+		}
+		g.remove(w)
+		w.granted = true
+		w.gr = gr
+		close(w.ch)
+	}
+	if d.granted > 0 {
+		if last := now.Add(d.waits[d.granted-1]); last.After(g.nextAt) {
+			g.nextAt = last
+		}
+	}
+	l.mu.Unlock()
+	for _, p := range orphans {
+		p.Release()
+	}
+	return head
 }
 
 // sleepUntil waits until at, or until the gate is nudged; it returns
 // ctx.Err() when ctx ends first.
 func (l *Limiter) sleepUntil(ctx context.Context, g *gate, at time.Time) error {
+	l.mu.Lock()
+	if g.wake == nil {
+		g.wake = make(chan struct{}, 1)
+	}
+	wake := g.wake
+	l.mu.Unlock()
 	t := ezthrottle.NewTimerAt(l.clock, at)
 	defer t.Stop()
 	select {
 	case <-t.C():
 		return nil
-	case <-g.wake:
+	case <-wake:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -472,10 +836,25 @@ func (l *Limiter) degraded(ctx context.Context, a ezthrottle.Admission, err erro
 
 // opCtx bounds one Redis operation.
 func (l *Limiter) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	if l.cfg.timeout > 0 {
-		return context.WithTimeout(ctx, l.cfg.timeout)
+	if l.opTimeout > 0 {
+		return context.WithTimeout(ctx, l.opTimeout)
 	}
 	return ctx, func() {}
+}
+
+// honoursDeadlines reports whether rdb applies context deadlines to its
+// network I/O: go-redis clients do only with ContextTimeoutEnabled.
+// Clients of other types are assumed to.
+func honoursDeadlines(rdb redis.Scripter) bool {
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return true
 }
 
 // useRedis reports whether Redis may be used now (ok), and whether this use
@@ -581,8 +960,9 @@ func (l *Limiter) Learn(ctx context.Context, key string, s ezthrottle.Signals) {
 	}
 	// What was learned matters beyond the request that saw it.
 	cctx, cancel := l.opCtx(context.WithoutCancel(ctx))
-	err := l.sc.learn.Run(cctx, l.rdb, []string{l.keys(key).learned}, iv, sl, pz, l.cfg.learnedTTL.Milliseconds()).Err()
+	err := l.sc.learn.Run(cctx, l.rdb, []string{l.keys(key).learned}, append(l.scriptArgs(nil), iv, sl, pz, l.cfg.learnedTTL.Milliseconds())...).Err()
 	cancel()
+	l.rts.Add(1)
 	if err != nil {
 		l.failed(err)
 		return
@@ -598,8 +978,9 @@ func (l *Limiter) isClosed() bool {
 }
 
 // Close stops renewing leases and releases the leases this Limiter still
-// holds (best effort: those it cannot release expire after the lease TTL).
-// Acquire then fails with ErrClosed. Close does not close the Redis client.
+// holds, and those released but not sent yet (best effort, in one round
+// trip: those it cannot release expire after the lease TTL). Acquire then
+// fails with ErrClosed. Close does not close the Redis client.
 func (l *Limiter) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -610,30 +991,22 @@ func (l *Limiter) Close() error {
 	l.mu.Unlock()
 	l.lmu.Lock()
 	l.lclosed = true
-	held := l.held
+	rel := l.pend
+	for key, ls := range groupLeases(l.held) {
+		for _, p := range ls {
+			rel[key] = append(rel[key], released{id: p.id})
+		}
+	}
 	l.held = make(map[*lease]struct{})
+	l.pend, l.npend = make(map[string][]released), 0
 	close(l.stop)
 	l.lmu.Unlock()
 	l.wg.Wait()
-	if len(held) == 0 || !l.usable() {
+	if len(rel) == 0 || !l.usable() {
 		return nil
 	}
-	var errs []error
-	for key, ls := range groupLeases(held) {
-		ids := make([]any, len(ls))
-		for i, p := range ls {
-			ids[i] = p.id
-		}
-		ctx, cancel := l.opCtx(context.Background())
-		err := l.sc.release.Run(ctx, l.rdb, []string{key}, ids...).Err()
-		cancel()
-		if err != nil {
-			l.failed(err)
-			errs = append(errs, err)
-		}
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("redislimit: Close: releasing leases (they expire on their own): %w", errors.Join(errs...))
+	if err := l.flush(rel); err != nil {
+		return fmt.Errorf("redislimit: Close: releasing leases (they expire on their own): %w", err)
 	}
 	return nil
 }
@@ -664,6 +1037,11 @@ type Stats struct {
 	// holder was stalled longer than the lease TTL, or Redis lost them):
 	// the cap in flight may have been exceeded meanwhile.
 	LeasesLost uint64
+	// RoundTrips counts the calls to Redis (a pipeline is one): admission
+	// calls, background releases and renewals, Learn and Inspect. With a
+	// cap in flight, an admitted request costs about one: its release
+	// travels with the next admission call of its host.
+	RoundTrips uint64
 }
 
 // Stats returns the Limiter's counters (for metrics and health checks).
@@ -675,6 +1053,7 @@ func (l *Limiter) Stats() Stats {
 		FallbackAcquires: l.fallbacks.Load(),
 		Rejected:         l.rejected.Load(),
 		LeasesLost:       l.lost.Load(),
+		RoundTrips:       l.rts.Load(),
 	}
 	l.hmu.Lock()
 	s.Available, s.OutageSince = !l.h.down, l.h.since
@@ -709,7 +1088,14 @@ func (l *Limiter) Inspect(ctx context.Context, host string) (HostState, error) {
 	k := l.keys(host)
 	cctx, cancel := l.opCtx(ctx)
 	defer cancel()
-	v, err := l.sc.inspect.Run(cctx, l.rdb, []string{k.tat, k.leases, k.learned}).Int64Slice()
+	l.fmu.Lock() // after the releases being sent in the background
+	defer l.fmu.Unlock()
+	args := l.scriptArgs(nil)
+	for _, r := range l.takeReleases(k.leases) {
+		args = append(args, r.id)
+	}
+	v, err := l.sc.inspect.Run(cctx, l.rdb, []string{k.tat, k.leases, k.learned}, args...).Int64Slice()
+	l.rts.Add(1)
 	if err != nil {
 		return HostState{}, fmt.Errorf("redislimit: Inspect %s: %w", host, err)
 	}

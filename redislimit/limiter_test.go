@@ -81,15 +81,29 @@ func TestIntervalMicros(t *testing.T) {
 }
 
 func TestParseDecision(t *testing.T) {
-	d, err := parseDecision([]int64{0, 1500, reasonRate, 50_000, 2, 0})
+	d, err := parseDecision([]int64{0, reasonRate, 1500, 50_000, 2}, 1)
 	require.NoError(t, err)
-	assert.Equal(t, decision{wait: 1500 * time.Microsecond, reason: reasonRate, interval: 50 * time.Millisecond}, d)
-	d, err = parseDecision([]int64{1, 0, 0, 0, 2, 1})
+	assert.Equal(t, decision{wait: 1500 * time.Microsecond, reason: reasonRate, interval: 50 * time.Millisecond, leased: true}, d)
+	d, err = parseDecision([]int64{2, 0, 0, 0, 2, 0, 700}, 3)
 	require.NoError(t, err)
-	assert.True(t, d.allowed && d.leased)
-	for _, bad := range [][]int64{nil, {1, 0, 0}, {2, 0, 0, 0, 0, 0}, {0, 0, 9, 0, 0, 0}, {0, 0, 1, -1, 0, 0}} {
-		_, err := parseDecision(bad)
-		assert.Error(t, err, "%v", bad)
+	assert.Equal(t, 2, d.granted)
+	assert.True(t, d.leased)
+	assert.Equal(t, []time.Duration{0, 700 * time.Microsecond}, d.waits)
+	for _, bad := range []struct {
+		v []int64
+		n int
+	}{
+		{nil, 1},
+		{[]int64{1, 0, 0}, 1},
+		{[]int64{2, 0, 0, 0, 0, 0, 0}, 1}, // more granted than asked
+		{[]int64{1, 0, 0, 0, 0}, 1},       // a wait missing
+		{[]int64{0, 9, 0, 0, 0}, 1},       // unknown reason
+		{[]int64{0, 1, 0, -1, 0}, 1},      // negative interval
+		{[]int64{-1, 0, 0, 0, 0}, 1},      // negative count
+		{[]int64{1, 0, 0, 0, 0, 5, 6}, 2}, // waits do not match the count
+	} {
+		_, err := parseDecision(bad.v, bad.n)
+		assert.Error(t, err, "%v", bad.v)
 	}
 }
 
@@ -309,6 +323,7 @@ func TestLearnedLimitsAreShared(t *testing.T) {
 	_, err = b.Acquire(ctx, withDeadline(lim, 50*time.Millisecond))
 	require.ErrorIs(t, err, ezthrottle.ErrThrottled, "learned cap of 1 holds across processes")
 	p.Release()
+	releasedEverywhere(t, a, host) // b sends its release within flushDelay
 	_, err = a.Acquire(ctx, withDeadline(lim, 100*time.Millisecond))
 	var te *ezthrottle.ThrottleError
 	require.ErrorAs(t, err, &te)
@@ -355,6 +370,17 @@ func gateOf(l *Limiter, key string) (g *gate, n int, nextAt time.Time) {
 		n, nextAt = g.n, g.nextAt
 	}
 	return
+}
+
+// releasedEverywhere waits until no lease of host is held in Redis, as
+// seen by l: a release reaches Redis with its host's next admission call or
+// within flushDelay in the background.
+func releasedEverywhere(t *testing.T, l *Limiter, host string) {
+	t.Helper()
+	waitFor(t, "the releases to reach Redis", func() bool {
+		hs, err := l.Inspect(context.Background(), host)
+		return err == nil && hs.InFlight == 0
+	})
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -453,7 +479,7 @@ func TestFailOpenOutageIsLoggedOnceAndRecovers(t *testing.T) {
 	p, err := l.Acquire(ctx, a)
 	require.NoError(t, err)
 	p.Release()
-	require.Equal(t, Stats{Available: true, Decisions: 1}, l.Stats())
+	require.Equal(t, Stats{Available: true, Decisions: 1, RoundTrips: 1}, l.Stats())
 
 	f.down.Store(true)
 	for i := 0; i < 4; i++ {

@@ -119,9 +119,11 @@ func WithProbeInterval(d time.Duration) Option {
 
 // WithTimeout bounds every Redis operation (default DefaultTimeout; 0 means
 // only the caller's context bounds it). go-redis honours context deadlines
-// only when its client has ContextTimeoutEnabled set; otherwise its own
-// DialTimeout, ReadTimeout and WriteTimeout bound how long an unreachable
-// Redis can delay a request. Keep them short.
+// only when its client has ContextTimeoutEnabled set (the Limiter then
+// applies WithTimeout; otherwise it does not, which spares a timer per
+// call); without it, the client's own DialTimeout, ReadTimeout,
+// WriteTimeout and PoolTimeout bound how long an unreachable Redis can
+// delay a request. Keep them short.
 func WithTimeout(d time.Duration) Option {
 	return func(c *config) {
 		if d < 0 {
