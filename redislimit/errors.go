@@ -3,6 +3,8 @@ package redislimit
 import (
 	"errors"
 	"fmt"
+
+	ezthrottle "github.com/ezthrottle/ezthrottle-go"
 )
 
 // Sentinel errors of the Limiter.
@@ -56,5 +58,8 @@ func (e *CostError) Error() string {
 	return fmt.Sprintf("redislimit: %s: request cost %d exceeds the burst of %d: it can never be admitted", e.Host, e.Cost, e.Burst)
 }
 
-// Is makes errors.Is(err, ErrCostTooHigh) true.
-func (e *CostError) Is(target error) bool { return target == ErrCostTooHigh }
+// Is makes errors.Is(err, ErrCostTooHigh) and errors.Is(err,
+// ezthrottle.ErrCostExceedsBurst) true.
+func (e *CostError) Is(target error) bool {
+	return target == ErrCostTooHigh || target == ezthrottle.ErrCostExceedsBurst
+}

@@ -336,9 +336,18 @@ func (l *Limiter) Acquire(ctx context.Context, a ezthrottle.Admission) (ezthrott
 	return l.acquire(ctx, a, costOf(a))
 }
 
-// costOf is the cost of an admission in units of the pace: 1 until
-// ezthrottle.Admission carries a cost (issue 16); then a.Cost, 0 meaning 1.
-func costOf(ezthrottle.Admission) int64 { return 1 }
+// costOf is the cost of an admission in units of the pace: a.Cost rounded
+// up, 0 meaning 1; -1 for a cost that is not a finite positive number.
+func costOf(a ezthrottle.Admission) int64 {
+	c := a.Cost
+	switch {
+	case c == 0:
+		return 1
+	case c < 0 || math.IsNaN(c) || math.IsInf(c, 0) || c > math.MaxInt32:
+		return -1
+	}
+	return int64(math.Ceil(c))
+}
 
 // acquire admits a request of the given cost: it takes cost x interval of
 // the shared schedule (cost tokens of the bucket).
@@ -350,7 +359,7 @@ func (l *Limiter) acquire(ctx context.Context, a ezthrottle.Admission, cost int6
 		return nil, err
 	}
 	if cost < 1 {
-		return nil, fmt.Errorf("redislimit: request cost must be positive (got %d)", cost)
+		return nil, &ezthrottle.CostError{Host: a.Key, Cost: a.Cost, Burst: float64(burstOf(a.Limit))}
 	}
 	if burst := int64(burstOf(a.Limit)); cost > burst && intervalMicros(a.Limit.Rate) > 0 {
 		return nil, &CostError{Host: a.Key, Cost: cost, Burst: burst}
@@ -949,6 +958,9 @@ func (l *Limiter) Learn(ctx context.Context, key string, s ezthrottle.Signals) {
 			pz = strconv.FormatInt(int64(math.Ceil(float64(d)/float64(time.Microsecond))), 10)
 		}
 	}
+	if s.HasAvailable {
+		l.lowerTo(ctx, key, s.Available)
+	}
 	if iv == "" && sl == "" && pz == "" {
 		return
 	}
@@ -969,6 +981,43 @@ func (l *Limiter) Learn(ctx context.Context, key string, s ezthrottle.Signals) {
 	}
 	l.succeeded()
 	l.nudge(key)
+}
+
+// lowerTo applies Signals.Available: the shared bucket of key is lowered to
+// avail cost units (its TAT moved on), never raised: other processes'
+// requests in flight are not known here. It needs the limit last seen for
+// key in this process (a key never acquired here is left alone).
+func (l *Limiter) lowerTo(ctx context.Context, key string, avail float64) {
+	if l.fallback != nil {
+		l.fallback.Learn(ctx, key, ezthrottle.Signals{Available: avail, HasAvailable: true})
+	}
+	if math.IsNaN(avail) || l.isClosed() || !l.usable() {
+		return
+	}
+	l.mu.Lock()
+	e := l.hosts[key]
+	l.mu.Unlock()
+	if e == nil {
+		return
+	}
+	ha := e.args.Load()
+	if ha == nil {
+		return
+	}
+	iv, burst := intervalMicros(ha.lim.Rate), burstOf(ha.lim)
+	if iv <= 0 || avail >= float64(burst) {
+		return
+	}
+	cctx, cancel := l.opCtx(context.WithoutCancel(ctx))
+	err := l.sc.lower.Run(cctx, l.rdb, []string{e.keys.tat, e.keys.learned},
+		append(l.scriptArgs(nil), iv, burst, int64(math.Max(avail, 0)))...).Err()
+	cancel()
+	l.rts.Add(1)
+	if err != nil {
+		l.failed(err)
+		return
+	}
+	l.succeeded()
 }
 
 func (l *Limiter) isClosed() bool {

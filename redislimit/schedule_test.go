@@ -351,3 +351,49 @@ func TestReleasesOfALostCallAreNotLost(t *testing.T) {
 	require.NoError(t, err)
 	p.Release()
 }
+
+// TestAdmissionCostAndAvailable: Acquire charges ezthrottle.Admission.Cost
+// (rounded up, 0 meaning 1; an invalid cost fails at once), and Learn's
+// Signals.Available lowers the shared bucket, never raises it (issue 16:
+// token budgets shared across processes).
+func TestAdmissionCostAndAvailable(t *testing.T) {
+	addr, prefix := redisAddr(t), testPrefix(t)
+	clk := newFakeClock()
+	l := newClockedLimiter(t, addr, prefix, clk)
+	other := newClockedLimiter(t, addr, prefix, clk) // another process
+	ctx := context.Background()
+	lim := ezthrottle.Limit{Rate: 100, Burst: 1000} // 100 tokens/s, 1,000 at most
+	a := func(cost float64, d time.Duration) ezthrottle.Admission {
+		return ezthrottle.Admission{Key: host, Limit: lim, Cost: cost, Deadline: clk.Now().Add(d)}
+	}
+	p, err := l.Acquire(ctx, a(599.2, 0)) // 600 of the 1,000
+	require.NoError(t, err)
+	p.Release()
+	_, err = other.Acquire(ctx, a(401, 0))
+	var te *ezthrottle.ThrottleError
+	require.ErrorAs(t, err, &te, "only 400 left, shared")
+	assert.Equal(t, 10*time.Millisecond, te.Wait)
+	p, err = other.Acquire(ctx, a(400, 0))
+	require.NoError(t, err)
+	p.Release()
+
+	for _, bad := range []float64{-1, math.NaN(), math.Inf(1)} {
+		_, err = l.Acquire(ctx, a(bad, time.Hour))
+		assert.ErrorIs(t, err, ezthrottle.ErrInvalidCost, "%v", bad)
+	}
+	_, err = l.Acquire(ctx, a(1001, time.Hour))
+	assert.ErrorIs(t, err, ezthrottle.ErrCostExceedsBurst)
+
+	// 5 s later the bucket is full again; the API says only 200 remain.
+	clk.Advance(5 * time.Second)
+	l.Learn(ctx, host, ezthrottle.Signals{Available: 200, HasAvailable: true})
+	_, err = other.Acquire(ctx, a(201, 0))
+	require.ErrorAs(t, err, &te, "lowered to 200 for every process")
+	p, err = other.Acquire(ctx, a(200, 0))
+	require.NoError(t, err)
+	p.Release()
+	// A higher count never raises it.
+	l.Learn(ctx, host, ezthrottle.Signals{Available: 1000, HasAvailable: true})
+	_, err = l.Acquire(ctx, a(1, 0))
+	require.ErrorAs(t, err, &te, "still empty")
+}

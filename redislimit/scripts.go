@@ -254,6 +254,28 @@ redis.call('SET', KEYS[1], i .. ',' .. s .. ',' .. p, 'PX', ttl)
 return pause
 `
 
+// lowerSrc lowers a host's bucket to at most ARGV avail cost units: the
+// TAT moves on to now + (burst - avail) x interval when it is earlier (a
+// learned interval, when the host has one, wins over the configured one,
+// as in the acquire script). It never moves the TAT back.
+//
+// KEYS: tat, learned. ARGV: interval µs, burst, avail. Reply: 1 when the
+// TAT moved.
+const lowerSrc = `
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local avail = tonumber(ARGV[3])
+local li = learned(redis.call('GET', KEYS[2]))
+if li and li ~= '' then interval = tonumber(li) end
+if interval <= 0 or avail >= burst then return 0 end
+if avail < 0 then avail = 0 end
+local want = now + (burst - avail) * interval
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if tat >= want then return 0 end
+redis.call('SET', KEYS[1], string.format('%d', want), 'PX', math.floor((want - now) / 1000) + 1000)
+return 1
+`
+
 // renewSrc extends the leases still present (a lease that expired is not
 // resurrected: its slot may already be taken).
 //
@@ -309,7 +331,7 @@ return {now, tonumber(i) or -1, tonumber(s) or -1, tonumber(p) or 0, n, tonumber
 // scripts are the Lua scripts of one Limiter (a redis.Script caches its
 // SHA-1 and is therefore kept per Limiter, not in package state).
 type scripts struct {
-	acquire, learn, renew, release, inspect *redis.Script
+	acquire, learn, renew, release, inspect, lower *redis.Script
 }
 
 // newScripts returns the scripts reading the server's clock, or with test,
@@ -322,6 +344,7 @@ func newScripts(test bool) scripts {
 	return scripts{
 		acquire: redis.NewScript(clock + acquireSrc),
 		learn:   redis.NewScript(clock + learnedSrc + learnSrc),
+		lower:   redis.NewScript(clock + learnedSrc + lowerSrc),
 		renew:   redis.NewScript(clock + renewSrc),
 		release: redis.NewScript(releaseSrc),
 		inspect: redis.NewScript(clock + learnedSrc + inspectSrc),
