@@ -103,6 +103,10 @@ type Signals struct {
 	// announced (see ParseBudgets).
 	Available    float64
 	HasAvailable bool
+	// AvailableExact makes Available the bucket's level, raising it too:
+	// the Transport sets it when the API's first answer for a model
+	// replaces a guess that lowered the model's bucket.
+	AvailableExact bool
 }
 
 // IsZero reports whether the signals carry nothing to apply.

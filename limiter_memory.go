@@ -564,12 +564,12 @@ func (m *MemoryLimiter) wait(ctx context.Context, h *hostState, w *waiter, key s
 func (m *MemoryLimiter) Learn(_ context.Context, key string, s Signals) {
 	if !s.HasRPS && !s.HasMaxConcurrent && s.PauseUntil.IsZero() {
 		if s.HasAvailable {
-			m.lower(key, s.Available)
+			m.lower(key, s.Available, s.AvailableExact)
 		}
 		return
 	}
 	if s.HasAvailable {
-		defer m.lower(key, s.Available)
+		defer m.lower(key, s.Available, s.AvailableExact)
 	}
 	for {
 		h := m.host(key, DefaultLimit())
@@ -604,8 +604,9 @@ func (m *MemoryLimiter) Learn(_ context.Context, key string, s Signals) {
 	}
 }
 
-// lower caps the bucket of a tracked host at avail cost units.
-func (m *MemoryLimiter) lower(key string, avail float64) {
+// lower caps the bucket of a tracked host at avail cost units; with exact
+// it sets the bucket's level to avail, raising it too.
+func (m *MemoryLimiter) lower(key string, avail float64, exact bool) {
 	if math.IsNaN(avail) {
 		return
 	}
@@ -624,10 +625,17 @@ func (m *MemoryLimiter) lower(key string, avail float64) {
 	now := m.nanos()
 	rate, burst, _ := h.effective()
 	ival := h.pace(now, rate)
-	if ival == 0 || avail >= burst {
+	if ival == 0 {
 		return
 	}
-	h.tat = max(h.tat, addNanos(now, (burst-max(avail, 0))*ival))
+	avail = min(max(avail, 0), burst)
+	at := addNanos(now, (burst-avail)*ival)
+	if exact {
+		h.tat = at
+		h.wakeHead()
+		return
+	}
+	h.tat = max(h.tat, at)
 }
 
 // HostStats is a snapshot of one host's throttle state.

@@ -175,13 +175,25 @@ type modelBudget struct {
 	rem    [numBudgetKinds]int64
 	hasRem [numBudgetKinds]bool
 	remAt  time.Time
+	// seeded marks the budgets lowered from the template's counts: a
+	// guess, which the model's own first answer replaces (raising the
+	// bucket too, when the guess was another model's spending).
+	seeded [numBudgetKinds]bool
 }
 
-// flightEntry is one request in flight.
+// keptFlight is how many answered requests a model's flight keeps, at
+// least, besides those in flight.
+const keptFlight = 256
+
+// flightEntry is one request in flight, or answered recently.
 type flightEntry struct {
 	seq  uint64
 	cost TokenCost
 	done bool
+	// rem is what the API said remained of each budget when it admitted
+	// the request (hasRem: it said so).
+	rem    [numBudgetKinds]int64
+	hasRem [numBudgetKinds]bool
 }
 
 // find returns the index of seq in flight, -1 when gone.
@@ -193,15 +205,19 @@ func (mb *modelBudget) find(seq uint64) int {
 	return -1
 }
 
-// sentAfter sums, for kind k, the charges of the requests in flight sent
-// after seq: the API's count at the answer to seq may not hold them yet.
-// Requests sent before it are taken as counted (the API saw them first).
-func (mb *modelBudget) sentAfter(seq uint64, k BudgetKind) int64 {
+// unseen sums, for kind k, the charges of the requests of the flight other
+// than seq that the API may not have counted when it answered seq with rem
+// remaining: every one still in flight, and every answered one it admitted
+// after seq (its remaining count is lower). Concurrent requests reach the
+// API in any order, so the order they were sent in says nothing.
+func (mb *modelBudget) unseen(seq uint64, k BudgetKind, rem int64) int64 {
 	var n int64
-	for i := len(mb.flight) - 1; i >= 0 && mb.flight[i].seq > seq; i-- {
-		if !mb.flight[i].done {
-			n += mb.flight[i].cost.of(k)
+	for i := range mb.flight {
+		e := &mb.flight[i]
+		if e.seq == seq || (e.done && e.hasRem[k] && e.rem[k] > rem) {
+			continue
 		}
+		n += e.cost.of(k)
 	}
 	return n
 }
@@ -363,6 +379,7 @@ func (t *Transport) acquireBudgets(ctx context.Context, req *http.Request, lh *l
 		for k := BudgetRequests; k < numBudgetKinds; k++ {
 			if n := tpl.size.of(k); n > 0 && tpl.hasRem[k] && elapsed < 1 {
 				seed[k] = max(0, n-tpl.rem[k]-int64(float64(n)*elapsed))
+				lh.learned[cost.Model].seeded[k] = seed[k] > 0
 			}
 		}
 	}
@@ -422,8 +439,11 @@ func (u *budgetUse) settle() {
 	if i := mb.find(u.seq); i >= 0 {
 		mb.flight[i].done = true
 	}
+	// Answered requests stay a while: the API may have admitted one of
+	// them after a request still in flight, sent after or before it, and
+	// the correction at that request's answer needs to know (see unseen).
 	n := 0
-	for n < len(mb.flight) && mb.flight[n].done {
+	for n < len(mb.flight)-keptFlight && mb.flight[n].done {
 		n++
 	}
 	if n > 0 {
@@ -434,9 +454,9 @@ func (u *budgetUse) settle() {
 
 // learnBudgets applies the budgets a response announced: it sizes the
 // model's budgets (the host's template when the request's model is not
-// known) and lowers the local buckets to what the API says remains, less
-// what other requests in flight may still take from it (so nothing is
-// counted twice: the API's count already holds this request).
+// known) and corrects the local buckets from what the API says remains,
+// less what this process's other requests may still take from it (so
+// nothing is counted twice: the API's count already holds this request).
 func (t *Transport) learnBudgets(ctx context.Context, hi *hostInfo, u *budgetUse, h http.Header, now time.Time) {
 	sigs := ParseBudgets(h, now)
 	if len(sigs) == 0 {
@@ -450,6 +470,7 @@ func (t *Transport) learnBudgets(ctx context.Context, hi *hostInfo, u *budgetUse
 	type correction struct {
 		key   string
 		avail float64
+		exact bool
 	}
 	var fix []correction
 	lh.mu.Lock()
@@ -473,15 +494,28 @@ func (t *Transport) learnBudgets(ctx context.Context, hi *hostInfo, u *budgetUse
 			mb.rem[s.Kind], mb.hasRem[s.Kind], mb.remAt = s.Remaining, true, now
 		}
 		if s.HasRemaining && u != nil {
-			others := mb.sentAfter(u.seq, s.Kind)
-			fix = append(fix, correction{budgetKey(lh.key, model, s.Kind), float64(s.Remaining - others)})
+			// What the API will have left once it has counted every request
+			// this process sent: its count at this answer, less the
+			// requests it may not have counted yet (see unseen). That is a
+			// lower bound of the truth whatever order the requests reached
+			// it in, so the in-memory bucket is set to it, up or down: a
+			// short estimate is corrected, and a guess (a bucket seeded
+			// from another model's count, or a reordering) is undone by the
+			// next answer. A limiter shared with other processes is only
+			// ever lowered: their requests in flight are not known here.
+			if i := mb.find(u.seq); i >= 0 {
+				mb.flight[i].rem[s.Kind], mb.flight[i].hasRem[s.Kind] = s.Remaining, true
+			}
+			avail := s.Remaining - mb.unseen(u.seq, s.Kind, s.Remaining)
+			fix = append(fix, correction{budgetKey(lh.key, model, s.Kind), float64(avail), t.mem != nil})
+			mb.seeded[s.Kind] = false
 		}
 	}
 	lh.announced = true
 	lh.mu.Unlock()
 	t.llm.on.Store(true)
 	for _, f := range fix {
-		t.limiter.Learn(ctx, f.key, availableSignals(f.avail))
+		t.limiter.Learn(ctx, f.key, availableSignals(f.avail, f.exact))
 	}
 }
 
@@ -519,9 +553,9 @@ func setCost(a *Admission, c int64) { a.Cost = float64(c) }
 
 // availableSignals is what Learn is told about a budget the API says has
 // avail left.
-func availableSignals(avail float64) Signals {
+func availableSignals(avail float64, exact bool) Signals {
 	if avail < 0 {
 		avail = 0
 	}
-	return Signals{Available: avail, HasAvailable: true}
+	return Signals{Available: avail, HasAvailable: true, AvailableExact: exact}
 }
