@@ -175,10 +175,6 @@ type modelBudget struct {
 	rem    [numBudgetKinds]int64
 	hasRem [numBudgetKinds]bool
 	remAt  time.Time
-	// seeded marks the budgets lowered from the template's counts: a
-	// guess, which the model's own first answer replaces (raising the
-	// bucket too, when the guess was another model's spending).
-	seeded [numBudgetKinds]bool
 }
 
 // keptFlight is how many answered requests a model's flight keeps, at
@@ -365,7 +361,14 @@ func (t *Transport) acquireBudgets(ctx context.Context, req *http.Request, lh *l
 	if cost.Output < 0 {
 		cost.Output = 0
 	}
-	var seed [numBudgetKinds]int64 // already spent of a new model's budgets
+	// A model first seen after the host announced budgets for a request
+	// whose model was not known (the first answer) starts from the counts
+	// of that answer, refilled since: most likely they were that model's.
+	// Its bucket is lowered to them once its first request is charged (a
+	// correction, not a charge: several processes sharing the bucket apply
+	// it once, not once each); its own answers correct it from then on.
+	var seed [numBudgetKinds]float64
+	seeded := false
 	lh.mu.Lock()
 	_, known := lh.learned[cost.Model]
 	if !known && len(lh.learned) >= maxModelsPerHost {
@@ -378,8 +381,7 @@ func (t *Transport) acquireBudgets(ctx context.Context, req *http.Request, lh *l
 		elapsed := t.clock.Now().Sub(tpl.remAt).Minutes()
 		for k := BudgetRequests; k < numBudgetKinds; k++ {
 			if n := tpl.size.of(k); n > 0 && tpl.hasRem[k] && elapsed < 1 {
-				seed[k] = max(0, n-tpl.rem[k]-int64(float64(n)*elapsed))
-				lh.learned[cost.Model].seeded[k] = seed[k] > 0
+				seed[k], seeded = float64(tpl.rem[k])+float64(n)*elapsed, true
 			}
 		}
 	}
@@ -396,7 +398,6 @@ func (t *Transport) acquireBudgets(ctx context.Context, req *http.Request, lh *l
 		if n <= 0 || c <= 0 {
 			continue
 		}
-		c = min(n, c+seed[k])
 		a := Admission{Key: budgetKey(lh.key, cost.Model, k), Limit: budgetLimit(n), Deadline: adm.Deadline}
 		setCost(&a, c)
 		p, err := t.limiter.Acquire(ctx, a)
@@ -404,6 +405,9 @@ func (t *Transport) acquireBudgets(ctx context.Context, req *http.Request, lh *l
 			return out, nil, err
 		}
 		p.Release() // a budget has no in-flight cap
+		if seeded && seed[k] > 0 {
+			t.limiter.Learn(ctx, a.Key, availableSignals(seed[k]-float64(c), false))
+		}
 	}
 	lh.mu.Lock()
 	mb := lh.model(cost.Model)
@@ -508,7 +512,6 @@ func (t *Transport) learnBudgets(ctx context.Context, hi *hostInfo, u *budgetUse
 			}
 			avail := s.Remaining - mb.unseen(u.seq, s.Kind, s.Remaining)
 			fix = append(fix, correction{budgetKey(lh.key, model, s.Kind), float64(avail), t.mem != nil})
-			mb.seeded[s.Kind] = false
 		}
 	}
 	lh.announced = true
