@@ -259,8 +259,14 @@ func (e *Engine) event(j *job, ev Event) {
 }
 
 // observe logs an event already appended to j's history and calls the hook.
+// The event's text (Event.String, which redacts its URL) is formatted only
+// when the logger handles debug records: with logging off (the default) an
+// event costs no formatting.
 func (e *Engine) observe(j *job, ev Event) {
-	e.cfg.logger.LogAttrs(context.Background(), slog.LevelDebug, "ezlocal: job event", slog.String("job_id", j.id), slog.String("event", ev.String()))
+	ctx := context.Background()
+	if l := e.cfg.logger; l.Enabled(ctx, slog.LevelDebug) {
+		l.LogAttrs(ctx, slog.LevelDebug, "ezlocal: job event", slog.String("job_id", j.id), slog.String("event", ev.String()))
+	}
 	if e.cfg.eventHook != nil {
 		e.cfg.eventHook(j.id, ev)
 	}
