@@ -31,9 +31,9 @@ type countingHandler struct {
 }
 
 func (h *countingHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
-func (h *countingHandler) Handle(context.Context, slog.Record) error  { h.records++; return nil }
-func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler          { return h }
-func (h *countingHandler) WithGroup(string) slog.Handler               { return h }
+func (h *countingHandler) Handle(context.Context, slog.Record) error    { h.records++; return nil }
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler           { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler                { return h }
 
 func TestEventNotFormattedWhenDebugLoggingIsOff(t *testing.T) {
 	for _, tc := range []struct {
