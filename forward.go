@@ -334,7 +334,7 @@ func (t *Transport) buildJob(req *http.Request, body []byte) *ezclient.Job {
 	}
 	spec := &jobSpec{job: job}
 	spec.apply(t.cfg.jobDefaults, JobOptionsFrom(req.Context()))
-	job.IdempotentKey = chooseKey(req.Header.Get("Idempotency-Key"), spec, t.cfg.keyStrategy, func() KeyInput {
+	job.IdempotentKey = chooseKey(requestKey(req.Header), spec, t.cfg.keyStrategy, func() KeyInput {
 		return KeyInput{Method: job.Method, URL: job.URL, Header: req.Header, Body: body}
 	})
 	return job
@@ -484,7 +484,7 @@ func AutoForward[T any](ctx context.Context, s Submitter, fn func(context.Contex
 	// where the Transport puts the request's header (see KeyStrategy).
 	ownKey := job.IdempotentKey
 	if ownKey == "" {
-		ownKey = headerValue(job.Headers, "Idempotency-Key")
+		ownKey = ezclient.HeaderKey(job.Headers)
 	}
 	job.IdempotentKey = ""
 	spec := &jobSpec{job: job}

@@ -52,17 +52,21 @@ func HashKeys() KeyStrategy { return func(KeyInput) string { return "" } }
 func UniqueKeys() KeyStrategy { return func(KeyInput) string { return ezclient.UniqueKey() } }
 
 // chooseKey applies the documented precedence. reqKey is the request's own
-// Idempotency-Key ("" for none); fallback may be nil (no key: HASH).
+// Idempotency-Key ("" for none); fallback may be nil (no key: HASH). A
+// header's key (reqKey and the job's Idempotency-Key header) is trimmed of
+// surrounding white space, and a blank one is no key, as ezclient treats a
+// job's header (ezclient.HeaderKey).
 func chooseKey(reqKey string, spec *jobSpec, fallback KeyStrategy, in func() KeyInput) string {
+	if k := strings.TrimSpace(reqKey); k != "" {
+		return k
+	}
 	switch {
-	case reqKey != "":
-		return reqKey
 	case spec.keySet:
 		return spec.key
 	case spec.job.IdempotentKey != "":
 		return spec.job.IdempotentKey
 	}
-	if k := headerValue(spec.job.Headers, "Idempotency-Key"); k != "" {
+	if k := ezclient.HeaderKey(spec.job.Headers); k != "" {
 		return k
 	}
 	if spec.strategy != nil {
@@ -74,13 +78,11 @@ func chooseKey(reqKey string, spec *jobSpec, fallback KeyStrategy, in func() Key
 	return ""
 }
 
-// headerValue looks name up in a job's header map, ignoring case.
-func headerValue(h map[string]string, name string) string {
-	if v, ok := h[name]; ok {
-		return v
-	}
-	for k, v := range h {
-		if strings.EqualFold(k, name) {
+// requestKey is the key of a request's own Idempotency-Key header: its
+// first non-blank value, trimmed, or "".
+func requestKey(h http.Header) string {
+	for _, v := range h[ezclient.IdempotencyKeyHeader] {
+		if v = strings.TrimSpace(v); v != "" {
 			return v
 		}
 	}

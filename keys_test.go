@@ -3,6 +3,7 @@ package ezthrottle_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"testing"
 
@@ -98,4 +99,92 @@ func TestAutoForwardKeyFromIdempotencyKeyHeader(t *testing.T) {
 	plain := ezclient.Job{URL: "https://api.example.com/x"}
 	assert.Equal(t, "opt", forward(plain, ezthrottle.JobIdempotentKey("opt")).IdempotentKey)
 	assert.Equal(t, "", forward(plain).IdempotentKey, "HASH by default")
+}
+
+// Regression test: the Idempotency-Key header's value was used as it came,
+// so a blank header became the key " " (and " k " a key with spaces),
+// unlike ezclient, which trims it and treats a blank one as absent. Every
+// place a header carries the key (the request's own header, a job header
+// added by JobHeader, a ForwardError job's header) now follows ezclient.
+func TestIdempotencyKeyHeaderTrimmedAndBlankIsAbsent(t *testing.T) {
+	unique := ezthrottle.JobKeyStrategy(ezthrottle.UniqueKeys())
+	blanks := []string{" ", "\t", "  \t  "}
+	for _, blank := range blanks {
+		t.Run("request header "+strconvQuote(blank), func(t *testing.T) {
+			assert.Equal(t, "", forwardOne(t, blank, nil).IdempotentKey, "a blank header is no key: HASH")
+			assert.Len(t, forwardOne(t, blank, nil, unique).IdempotentKey, 36, "a blank header leaves the strategy to choose")
+			assert.Equal(t, "opt", forwardOne(t, blank, nil, ezthrottle.JobIdempotentKey("opt")).IdempotentKey)
+			assert.Equal(t, "hdr", forwardOne(t, blank, nil, ezthrottle.JobHeader("Idempotency-Key", " hdr ")).IdempotentKey)
+		})
+		t.Run("job header "+strconvQuote(blank), func(t *testing.T) {
+			for _, name := range []string{"Idempotency-Key", "idempotency-key", "IDEMPOTENCY-KEY"} {
+				assert.Len(t, forwardOne(t, "", nil, ezthrottle.JobHeader(name, blank), unique).IdempotentKey, 36)
+				assert.Equal(t, "", forwardOne(t, "", nil, ezthrottle.JobHeader(name, blank)).IdempotentKey)
+			}
+		})
+	}
+	for _, padded := range []string{" k-1", "k-1 ", "\tk-1\t", "  k-1  "} {
+		assert.Equal(t, "k-1", forwardOne(t, padded, nil, unique).IdempotentKey, "request header %q", padded)
+		assert.Equal(t, "k-1", forwardOne(t, "", nil, ezthrottle.JobHeader("idempotency-key", padded), unique).IdempotentKey, "job header %q", padded)
+	}
+}
+
+func TestAutoForwardBlankIdempotencyKeyHeaderIsAbsent(t *testing.T) {
+	forward := func(job ezclient.Job, opts ...ezthrottle.JobOption) *ezclient.Job {
+		sub := &fakeSubmitter{}
+		_, s, err := ezthrottle.AutoForward(context.Background(), sub, func(context.Context) (int, error) {
+			return 0, &ezthrottle.ForwardError{Job: job, Cause: errors.New("429")}
+		}, opts...)
+		require.NoError(t, err)
+		require.NotNil(t, s)
+		return sub.Jobs()[0]
+	}
+	for _, name := range []string{"Idempotency-Key", "idempotency-key"} {
+		blank := ezclient.Job{URL: "https://api.example.com/x", Headers: map[string]string{name: "  "}}
+		assert.Equal(t, "", forward(blank).IdempotentKey, "a blank header is no key")
+		assert.Equal(t, "opt", forward(blank, ezthrottle.JobIdempotentKey("opt")).IdempotentKey, "a blank header does not win over options")
+		assert.Len(t, forward(blank, ezthrottle.JobKeyStrategy(ezthrottle.UniqueKeys())).IdempotentKey, 36)
+		padded := ezclient.Job{URL: "https://api.example.com/x", Headers: map[string]string{name: " order-42\t"}}
+		assert.Equal(t, "order-42", forward(padded, ezthrottle.JobIdempotentKey("opt")).IdempotentKey)
+	}
+	// The exact spelling wins over another one, and a blank exact spelling
+	// gives way to a non-blank other one (ezclient.HeaderKey).
+	both := ezclient.Job{URL: "https://api.example.com/x", Headers: map[string]string{"Idempotency-Key": " ", "idempotency-key": "low"}}
+	assert.Equal(t, "low", forward(both).IdempotentKey)
+}
+
+func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }
+
+// A write is replayed after a 5xx only when it carries an Idempotency-Key:
+// a blank one is no key, so it does not make the write safe to replay.
+func TestBlankIdempotencyKeyDoesNotMakeAWriteReplayable(t *testing.T) {
+	for _, tt := range []struct {
+		key     string
+		forward bool
+	}{{" ", false}, {"\t \t", false}, {" k-1 ", true}} {
+		t.Run(strconvQuote(tt.key), func(t *testing.T) {
+			sub := &fakeSubmitter{}
+			tr, err := ezthrottle.New(
+				ezthrottle.WithBase(rtFunc(func(r *http.Request) (*http.Response, error) { return respond(r, 500, "oops"), nil })),
+				ezthrottle.WithDefaultLimit(ezthrottle.Unlimited()),
+				ezthrottle.WithForwarding(sub))
+			require.NoError(t, err)
+			ctx, receipt := ezthrottle.WithReceipt(context.Background())
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://api.example.com/v1/charges", nil)
+			require.NoError(t, err)
+			req.Header.Set("Idempotency-Key", tt.key)
+			resp, err := tr.RoundTrip(req)
+			require.NoError(t, err)
+			require.NoError(t, resp.Body.Close())
+			assert.Equal(t, tt.forward, receipt.Forwarded())
+			if tt.forward {
+				require.Len(t, sub.Jobs(), 1)
+				assert.Equal(t, "k-1", sub.Jobs()[0].IdempotentKey)
+				return
+			}
+			assert.Equal(t, 500, resp.StatusCode, "the original response")
+			assert.ErrorIs(t, receipt.Err(), ezthrottle.ErrUnsafeReplay)
+			assert.Empty(t, sub.Jobs())
+		})
+	}
 }

@@ -157,11 +157,11 @@ func idempotentMethod(m string) bool {
 }
 
 // safeToReplay reports whether forwarding cannot execute a write twice:
-// idempotent methods, requests carrying an Idempotency-Key header, statuses
+// idempotent methods, requests carrying a (non-blank) Idempotency-Key header, statuses
 // that prove the request was not processed (429, 503 with Retry-After) and
 // errors raised before the request was sent (dial, DNS).
 func (t *Transport) safeToReplay(req *http.Request, status int, h http.Header, err error) bool {
-	if t.cfg.forwardAllWrites || idempotentMethod(req.Method) || req.Header.Get("Idempotency-Key") != "" {
+	if t.cfg.forwardAllWrites || idempotentMethod(req.Method) || requestKey(req.Header) != "" {
 		return true
 	}
 	if status == http.StatusTooManyRequests || (status == http.StatusServiceUnavailable && h.Get("Retry-After") != "") {

@@ -317,7 +317,11 @@ func (c *Client) do(req *http.Request) (*http.Response, []byte, error) {
 		return nil, nil, c.transportError(req, err)
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxReplyBody+1))
-	drainClose(resp.Body)
+	if err == nil && len(b) <= maxReplyBody {
+		_ = resp.Body.Close() // read to EOF: nothing to drain
+	} else {
+		c.drainClose(req.Context(), resp.Body)
+	}
 	if err != nil {
 		return nil, nil, c.transportError(req, err)
 	}

@@ -95,6 +95,9 @@ type Client struct {
 	sleep       func(ctx context.Context, d time.Duration) error
 	jitter      func(d time.Duration) time.Duration
 	now         func() time.Time
+	// drainTimer starts the timer bounding a drain (readClose); stop
+	// releases it. Tests replace it.
+	drainTimer func(d time.Duration) (c <-chan time.Time, stop func() bool)
 }
 
 type options struct {
@@ -265,6 +268,11 @@ func withNow(f func() time.Time) Option {
 	return func(o *options) { o.c.now = f }
 }
 
+// withDrainTimer replaces the timer bounding a drain (tests).
+func withDrainTimer(f func(d time.Duration) (<-chan time.Time, func() bool)) Option {
+	return func(o *options) { o.c.drainTimer = f }
+}
+
 // withJitter replaces the backoff jitter (tests).
 func withJitter(f func(time.Duration) time.Duration) Option {
 	return func(o *options) { o.c.jitter = f }
@@ -285,6 +293,7 @@ func New(opts ...Option) (*Client, error) {
 			sleep:       sleepCtx,
 			jitter:      fullJitter,
 			now:         time.Now,
+			drainTimer:  newDrainTimer,
 			maxReq:      DefaultMaxRequestBytes,
 		},
 		getenv: os.Getenv,
@@ -524,7 +533,78 @@ const maxErrorBody = 64 << 10
 // maxReplyBody bounds how much of any reply is read.
 const maxReplyBody = 4 << 20
 
-func drainClose(rc io.ReadCloser) {
-	_, _ = io.CopyN(io.Discard, rc, 64<<10)
-	_ = rc.Close()
+// maxDrain bounds what is read of a discarded body so that its connection
+// can be reused.
+const maxDrain = 64 << 10
+
+// drainTimeout bounds how long the client reads a reply body it discards
+// (so that its connection can be reused) or the message of a stream's error
+// reply: an engine that trickles such a body cannot hold the caller longer.
+// After it the body is closed (and its connection with it).
+const drainTimeout = time.Second
+
+func newDrainTimer(d time.Duration) (<-chan time.Time, func() bool) {
+	t := time.NewTimer(d)
+	return t.C, t.Stop
+}
+
+// readResult is the outcome of the background read of readClose.
+type readResult struct {
+	b        []byte
+	err      error
+	panicked bool
+	panicVal any
+}
+
+// readClose reads rc until EOF, an error or limit bytes, for at most
+// drainTimeout and never after ctx is done, then closes it. With keep it
+// returns the bytes read (nil when the time ran out first); complete
+// reports whether the read ended (EOF, an error or the limit) in time.
+//
+// It is the one time-bounded read of the client (the idea of the root
+// package's Transport.readWithin): the Read runs in a goroutine of its own
+// because a Read of an HTTP body has no deadline; when the time runs out,
+// closing the body makes that pending Read return, and the goroutine ends.
+// A panic in Read goes on in the caller's goroutine when the caller still
+// waits for it.
+func (c *Client) readClose(ctx context.Context, rc io.ReadCloser, limit int64, keep bool) (b []byte, complete bool) {
+	if rc == nil || rc == http.NoBody {
+		return nil, true
+	}
+	done := make(chan readResult, 1) // buffered: a late Read does not block the goroutine
+	go func() {
+		var r readResult
+		defer func() {
+			if v := recover(); v != nil {
+				r = readResult{panicked: true, panicVal: v}
+			}
+			done <- r
+		}()
+		if keep {
+			r.b, r.err = io.ReadAll(io.LimitReader(rc, limit))
+		} else {
+			_, r.err = io.Copy(io.Discard, io.LimitReader(rc, limit))
+		}
+	}()
+	timer, stop := c.drainTimer(drainTimeout)
+	defer stop()
+	select {
+	case r := <-done:
+		_ = rc.Close()
+		if r.panicked {
+			panic(r.panicVal)
+		}
+		return r.b, true
+	case <-timer:
+	case <-ctx.Done():
+	}
+	_ = rc.Close() // makes the pending Read return: the goroutine ends
+	return nil, false
+}
+
+// drainClose discards up to maxDrain bytes of a response body, so that its
+// connection can be reused, for at most drainTimeout (and not after ctx is
+// done), and closes it.
+func (c *Client) drainClose(ctx context.Context, rc io.ReadCloser) {
+	_, _ = c.readClose(ctx, rc, maxDrain, false)
 }

@@ -290,6 +290,14 @@ func (j *Job) customKey() string {
 	return headerKey(j.Headers)
 }
 
+// HeaderKey returns the idempotent key a job's headers carry: the value of
+// its Idempotency-Key header (IdempotencyKeyHeader, any case of the name),
+// surrounding white space removed, or "" when there is none or it is blank.
+// When several spellings of the name carry a value, the exact spelling wins,
+// then the first other spelling in byte order. It is the rule Submit
+// applies to a job without IdempotentKey.
+func HeaderKey(h map[string]string) string { return headerKey(h) }
+
 // headerKey is the value of the Idempotency-Key header in h (any case,
 // surrounding white space removed), or "".
 func headerKey(h map[string]string) string {

@@ -433,7 +433,7 @@ func (n *node) attempt(ctx context.Context, timeout time.Duration) (*StepResult,
 	if int64(len(b)) > n.maxBody {
 		b = b[:n.maxBody]
 		res.Truncated = true
-		_, _ = io.CopyN(io.Discard, resp.Body, 64<<10) // bounded drain, for connection reuse
+		n.client.drainClose(actx, resp.Body) // bounded in size and time, for connection reuse
 	}
 	res.Body = b
 	if rerr != nil {

@@ -202,8 +202,10 @@ func (c *Client) streamOnce(ctx context.Context, jobID string, lastID *string, y
 		return false, false, c.transportError(req, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-		drainClose(resp.Body)
+		// The error's message is read within drainTimeout: an engine that
+		// trickles it cannot hold the stream (whose context often has no
+		// deadline); what is left unread is not drained but closed.
+		b, _ := c.readClose(ctx, resp.Body, maxErrorBody, true)
 		return false, false, c.replyError(reply{status: resp.StatusCode, header: resp.Header, body: b})
 	}
 	// A live stream is closed, never drained: draining would wait for the

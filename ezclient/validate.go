@@ -99,9 +99,13 @@ func (j *Job) validate(p string, depth int, budget *int) error {
 		if !validHeaderName(k) {
 			return invalid(fieldPath(p, "headers"), "invalid header name %q", k)
 		}
-		if !validHeaderValue(v) {
-			return invalid(fieldPath(p, "headers"), "invalid value for header %q", k)
+		if !validJobHeaderValue(v) {
+			// The value is never quoted: it may be a credential.
+			return invalid(fieldPath(p, "headers"), "the value of header %q contains control characters or invalid UTF-8, which a job header cannot carry", k)
 		}
+	}
+	if err := validateKey(p, j); err != nil {
+		return err
 	}
 	if len(j.Metadata) > 0 {
 		if _, err := json.Marshal(j.Metadata); err != nil {
@@ -296,6 +300,52 @@ func validHeaderName(s string) bool {
 		default:
 			return false
 		}
+	}
+	return true
+}
+
+// validateKey checks the job's custom idempotent key (customKey: the
+// IdempotentKey field, else the Idempotency-Key header) against the rules a
+// Submission's key must meet (Submission.Validate): printable and at most
+// MaxIdempotentKeyLength bytes. A key the engine would accept but the
+// client (or the Transport) would then refuse in the reply is refused here,
+// before any job exists. The reason never quotes the key.
+func validateKey(p string, j *Job) error {
+	key := j.customKey()
+	if key == "" {
+		return nil
+	}
+	field, what := fieldPath(p, "idempotent_key"), "the idempotent key"
+	if j.IdempotentKey == "" {
+		field, what = fieldPath(p, "headers"), "the "+IdempotencyKeyHeader+" header (the job's idempotent key)"
+	}
+	if len(key) > MaxIdempotentKeyLength {
+		return invalid(field, "%s is %d bytes long (at most %d)", what, len(key), MaxIdempotentKeyLength)
+	}
+	if !printableValue(key) {
+		return invalid(field, "%s is not printable (control characters such as CR or LF, or invalid UTF-8)", what)
+	}
+	return nil
+}
+
+// validJobHeaderValue reports whether s can travel as a job's header value:
+// valid UTF-8 (the job is JSON: invalid bytes would be silently replaced)
+// without control characters (C0 but tab, DEL, C1).
+func validJobHeaderValue(s string) bool {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if (c < ' ' && c != '\t') || c == 0x7f {
+				return false
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if (r == utf8.RuneError && n <= 1) || (r >= 0x80 && r <= 0x9f) {
+			return false
+		}
+		i += n
 	}
 	return true
 }

@@ -129,6 +129,7 @@ type Engine struct {
 	settledQ   []*job // settled jobs kept, earliest first, from settledAt (WithMaxFinishedJobs)
 	settledAt  int
 	byKey      map[string]*job
+	unfinished map[owner]int // unfinished jobs per dialect and customer (WithAdmissionLimit); no zero entries
 	regions    map[string]*RegionConfig
 	regionList []string
 	pacers     map[string]*pacer
@@ -148,14 +149,15 @@ func New(opts ...Option) (*Engine, error) {
 		return nil, errors.Join(cfg.errs...)
 	}
 	e := &Engine{
-		cfg:      cfg,
-		hc:       cfg.hc,
-		jobs:     map[string]*job{},
-		byKey:    map[string]*job{},
-		regions:  map[string]*RegionConfig{},
-		pacers:   map[string]*pacer{},
-		secrets:  map[string]secretPair{},
-		planUsed: map[string]int{},
+		cfg:        cfg,
+		hc:         cfg.hc,
+		jobs:       map[string]*job{},
+		byKey:      map[string]*job{},
+		unfinished: map[owner]int{},
+		regions:    map[string]*RegionConfig{},
+		pacers:     map[string]*pacer{},
+		secrets:    map[string]secretPair{},
+		planUsed:   map[string]int{},
 	}
 	if e.hc == nil {
 		// A pool sized for concurrent jobs and deliveries (Go's default
@@ -458,6 +460,9 @@ func (e *Engine) settle(j *job) {
 
 // dropLocked forgets a settled job; e.mu is held.
 func (e *Engine) dropLocked(j *job) {
+	if !j.finished() {
+		e.finishedLocked(j) // not expected (only settled jobs are dropped): keep the index exact anyway
+	}
 	j.dropped = true
 	delete(e.jobs, j.id)
 	if dk := dedupKey(j.dialect, j.customer, j.key); e.byKey[dk] == j {

@@ -159,6 +159,9 @@ func (e *Engine) finish(j *job, out outcome, reason string) {
 	}
 	ev.Time = e.now()
 	e.mu.Lock()
+	if !j.finished() {
+		e.finishedLocked(j)
+	}
 	j.status, j.result, j.reason, j.finishedAt = status, out.res, reason, ev.Time
 	j.events = append(j.events, ev)
 	e.publishLocked(j, terminalMsg(j))

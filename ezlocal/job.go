@@ -261,8 +261,14 @@ func (e *Engine) event(j *job, ev Event) {
 }
 
 // observe logs an event already appended to j's history and calls the hook.
+// The event's text (Event.String, which redacts its URL) is formatted only
+// when the logger handles debug records: with logging off (the default) an
+// event costs no formatting.
 func (e *Engine) observe(j *job, ev Event) {
-	e.cfg.logger.LogAttrs(context.Background(), slog.LevelDebug, "ezlocal: job event", slog.String("job_id", j.id), slog.String("event", ev.String()))
+	ctx := context.Background()
+	if l := e.cfg.logger; l.Enabled(ctx, slog.LevelDebug) {
+		l.LogAttrs(ctx, slog.LevelDebug, "ezlocal: job event", slog.String("job_id", j.id), slog.String("event", ev.String()))
+	}
 	if e.cfg.eventHook != nil {
 		e.cfg.eventHook(j.id, ev)
 	}
@@ -278,8 +284,44 @@ type submitResult struct {
 	duplicate bool
 }
 
+// owner is whose jobs count together against WithAdmissionLimit: a
+// dialect's customer (a self-hosted user).
+type owner struct {
+	dialect  ezclient.Dialect
+	customer string
+}
+
+// admissionError is returned by submitAdmitted when the owner already has
+// limit unfinished jobs.
+type admissionError struct{ unfinished, limit int }
+
+func (e *admissionError) Error() string {
+	return fmt.Sprintf("%d unfinished jobs (limit %d)", e.unfinished, e.limit)
+}
+
+// finishedLocked takes an unfinished job out of the unfinished index;
+// e.mu is held. Call it once, when the job leaves the unfinished states.
+func (e *Engine) finishedLocked(j *job) {
+	o := owner{j.dialect, j.customer}
+	if n := e.unfinished[o] - 1; n > 0 {
+		e.unfinished[o] = n
+	} else {
+		delete(e.unfinished, o)
+	}
+}
+
 // submit registers a job (or finds its duplicate) and starts it.
 func (e *Engine) submit(d ezclient.Dialect, customer, key string, spec *ezclient.Job, parent, role string) (submitResult, error) {
+	return e.submitAdmitted(d, customer, key, spec, parent, role, 0)
+}
+
+// submitAdmitted is submit with an admission limit (0: none): a new job
+// whose owner already has limit unfinished jobs is refused with an
+// *admissionError; a duplicate is always found. The check and the
+// registration happen under one lock, in O(1): the unfinished jobs are
+// counted per owner as they start and finish (e.unfinished), not by a scan
+// of every job.
+func (e *Engine) submitAdmitted(d ezclient.Dialect, customer, key string, spec *ezclient.Job, parent, role string, limit int) (submitResult, error) {
 	now := e.now()
 	e.mu.Lock()
 	if e.closed {
@@ -291,6 +333,12 @@ func (e *Engine) submit(d ezclient.Dialect, customer, key string, spec *ezclient
 		e.mu.Unlock()
 		return submitResult{job: old, duplicate: true}, nil
 	}
+	o := owner{d, customer}
+	if n := e.unfinished[o]; limit > 0 && n >= limit {
+		e.mu.Unlock()
+		return submitResult{}, &admissionError{unfinished: n, limit: limit}
+	}
+	e.unfinished[o]++ // the job starts unfinished (queued or racing)
 	e.seq++
 	j := &job{
 		dialect: d, customer: customer, key: key, spec: spec, parent: parent, role: role,

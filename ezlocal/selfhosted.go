@@ -2,6 +2,7 @@ package ezlocal
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -77,15 +78,16 @@ func (e *Engine) handleSelfSubmit(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]any{"error": err.Error()})
 		return
 	}
-	if rejected, n := e.admissionCheck(sj.UserID, sj.IdempotentKey); rejected {
+	sr, err := e.submitAdmitted(ezclient.DialectSelfHosted, sj.UserID, sj.IdempotentKey, sj.spec(), "", "", e.cfg.admissionLimit)
+	var ae *admissionError
+	if errors.As(err, &ae) {
 		w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(e.cfg.admissionRetryIn.Seconds())), 10))
 		writeJSON(w, http.StatusTooManyRequests, map[string]any{
-			"error":        fmt.Sprintf("admission rejected: user %q has %d unfinished jobs (limit %d)", sj.UserID, n, e.cfg.admissionLimit),
+			"error":        fmt.Sprintf("admission rejected: user %q has %d unfinished jobs (limit %d)", sj.UserID, ae.unfinished, ae.limit),
 			"limit_reason": "user_queue_full",
 		})
 		return
 	}
-	sr, err := e.submit(ezclient.DialectSelfHosted, sj.UserID, sj.IdempotentKey, sj.spec(), "", "")
 	if err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": err.Error()})
 		return
@@ -95,25 +97,6 @@ func (e *Engine) handleSelfSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{"job_id": sr.job.id, "status": "queued"})
-}
-
-// admissionCheck applies WithAdmissionLimit. A duplicate is always admitted.
-func (e *Engine) admissionCheck(user, key string) (bool, int) {
-	if e.cfg.admissionLimit == 0 {
-		return false, 0
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if _, dup := e.byKey[dedupKey(ezclient.DialectSelfHosted, user, key)]; dup {
-		return false, 0
-	}
-	n := 0
-	for _, j := range e.order {
-		if j.dialect == ezclient.DialectSelfHosted && j.customer == user && !j.finished() {
-			n++
-		}
-	}
-	return n >= e.cfg.admissionLimit, n
 }
 
 // wireStatus is the status GET /jobs/{id} reports.
