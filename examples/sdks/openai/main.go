@@ -11,10 +11,15 @@
 //
 // Offline, openai-go talks to a local fake of the OpenAI API
 // (option.WithBaseURL) that announces its quota with the
-// x-ratelimit-remaining-requests / x-ratelimit-reset-requests headers (the
-// Transport reads them, and would pause the host when the quota runs out)
-// and answers one call with a 429. The calls are paced; the 429 becomes a
-// job whose completion arrives at the webhook.
+// x-ratelimit-limit-requests / -remaining-requests / -reset-requests headers
+// (the Transport learns the budget of 60 requests a minute from them and
+// keeps to it instead of its default pace) and answers one call with a 429.
+// The 429 becomes a job whose completion arrives at the webhook.
+//
+// Then (budget.go) a batch of chat completions of mixed sizes goes to a
+// simulated OpenAI API that limits tokens per minute per model: a bare
+// client runs into 429s, the Transport learns the budgets from the
+// x-ratelimit-* headers and finishes the batch without any.
 package main
 
 import (
@@ -91,6 +96,8 @@ func main() {
 		env.Printf("webhook for job %s: HTTP %d, completion %q", id, r.StatusCode, c.Choices[0].Message.Content)
 	}
 	fmt.Println("\nThe rate-limited question was answered anyway, decoded with openai-go's own types.")
+
+	budgetDemo()
 }
 
 // fakeOpenAI answers chat completions. It announces a request quota
