@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -185,6 +186,36 @@ func TestBlankIdempotencyKeyDoesNotMakeAWriteReplayable(t *testing.T) {
 			assert.Equal(t, 500, resp.StatusCode, "the original response")
 			assert.ErrorIs(t, receipt.Err(), ezthrottle.ErrUnsafeReplay)
 			assert.Empty(t, sub.Jobs())
+		})
+	}
+}
+
+// A request whose Idempotency-Key no submission can carry back (longer
+// than ezclient.MaxIdempotentKeyLength, or with control characters) is
+// not forwarded: the job is refused before it exists, and the caller gets
+// the original response with the reason in the receipt.
+func TestUnsendableIdempotencyKeyRefusedBeforeTheJobExists(t *testing.T) {
+	for name, key := range map[string]string{
+		"too long": strings.Repeat("k", ezclient.MaxIdempotentKeyLength+1),
+		"DEL":      "order\x7f42",
+		"C1":       "order\u008542",
+	} {
+		t.Run(name, func(t *testing.T) {
+			engine, client := newEngine(t)
+			tr := mustNew(t, ezthrottle.WithBase(rtFunc(func(r *http.Request) (*http.Response, error) { return respond(r, 429, "slow down"), nil })),
+				ezthrottle.WithClient(client), ezthrottle.WithDefaultLimit(ezthrottle.Unlimited()))
+			ctx, receipt := ezthrottle.WithReceipt(context.Background())
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://api.example.com/v1/charges", nil)
+			require.NoError(t, err)
+			req.Header["Idempotency-Key"] = []string{key}
+			resp, err := tr.RoundTrip(req)
+			require.NoError(t, err)
+			assert.Equal(t, 429, resp.StatusCode, "the original response")
+			assert.Equal(t, "slow down", readAll(t, resp.Body))
+			assert.False(t, receipt.Forwarded())
+			var ve *ezclient.ValidationError
+			require.ErrorAs(t, receipt.Err(), &ve)
+			assert.Empty(t, engine.Jobs(), "no job exists")
 		})
 	}
 }

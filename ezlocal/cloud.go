@@ -27,8 +27,8 @@ func (e *Engine) routes() http.Handler {
 	mux.HandleFunc("GET /jobs/{id}", e.handleSelfStatus)
 	mux.HandleFunc("GET /jobs/{id}/stream", e.handleStream)
 	mux.HandleFunc("GET /health", e.handleHealth)
-	e.dashboardRoutes(mux) // GET / and /ui/ (dashboard.go)
-	return mux
+	e.dashboardRoutes(mux)  // GET / and /ui/ (dashboard.go)
+	return e.guardHost(mux) // DNS rebinding (hostguard.go)
 }
 
 // proxyEnvelope is the body of POST /api/v1/proxy (protocol §1.1).

@@ -148,6 +148,8 @@ type config struct {
 	admissionRetryIn time.Duration
 	maxFinished      int
 	eventHook        func(jobID string, ev Event)
+	allowedHosts     map[string]bool // WithAllowedHosts, as hostName returns them
+	anyHost          bool            // WithAllowedHosts("*")
 	tracerProvider   trace.TracerProvider
 	propagators      propagation.TextMapPropagator
 	errs             []error

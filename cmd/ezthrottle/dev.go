@@ -40,6 +40,7 @@ type devConfig struct {
 	retryDelay     time.Duration
 	maxFinished    int
 	verbose        bool
+	allowedHosts   []string
 }
 
 // defaultDevMaxFinished is how many settled jobs 'ezthrottle dev' keeps by
@@ -52,6 +53,7 @@ func (a *app) dev(ctx context.Context, args []string) error {
 	regions := &listFlag{split: true}
 	down := &listFlag{split: true}
 	lat := &listFlag{split: true}
+	hosts := &listFlag{split: true}
 	fs := a.newFlagSet("dev", devSynopsis)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8787", "`host:port` to listen on (port 0 picks a free port)")
 	fs.StringVar(&c.apiKey, "api-key", ezlocal.DefaultAPIKey, "development API key the engine accepts (not a secret)")
@@ -65,10 +67,11 @@ func (a *app) dev(ctx context.Context, args []string) error {
 	fs.DurationVar(&c.retryDelay, "retry-delay", ezlocal.DefaultRetryDelay, "first wait before a same-region retry when the destination sends no Retry-After")
 	fs.IntVar(&c.maxFinished, "max-finished-jobs", defaultDevMaxFinished, "settled jobs kept for status lookups; the earliest-settled beyond it are forgotten (404 like an unknown job); 0 keeps all")
 	fs.BoolVar(&c.verbose, "verbose", false, "log every job event (queued, attempts, retries, deliveries) to stderr")
+	fs.Var(hosts, "allowed-host", "`host` names (comma-separated or repeated; \"*\" for any) accepted in the Host header of requests reaching the engine on a loopback address, besides localhost and loopback IPs (others get 403: DNS rebinding protection)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	c.regions, c.down, c.latencies = regions.vals, down.vals, lat.vals
+	c.regions, c.down, c.latencies, c.allowedHosts = regions.vals, down.vals, lat.vals, hosts.vals
 	if c.secret == "" {
 		c.secret = a.envOr("EZTHROTTLE_WEBHOOK_SECRET", "")
 	}
@@ -120,6 +123,14 @@ func (c *devConfig) options() ([]ezlocal.Option, error) {
 		return nil, usagef("--max-finished-jobs must not be negative")
 	}
 	opts = append(opts, ezlocal.WithMaxFinishedJobs(c.maxFinished))
+	for _, h := range c.allowedHosts {
+		if strings.ContainsAny(h, "/?#@ ") {
+			return nil, usagef("--allowed-host %q: want a host name or IP, optionally with a port (no scheme or path)", h)
+		}
+	}
+	if len(c.allowedHosts) > 0 {
+		opts = append(opts, ezlocal.WithAllowedHosts(c.allowedHosts...))
+	}
 
 	latency := map[string]time.Duration{}
 	for _, l := range c.latencies {
