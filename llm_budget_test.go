@@ -248,3 +248,100 @@ func TestBudgetBodyIntact(t *testing.T) {
 		assert.Equal(t, payload, g)
 	}
 }
+
+// hostCountingLimiter is a Limiter that is not the MemoryLimiter (as
+// redislimit's: a correction only lowers a bucket) and counts the
+// admissions of host keys (not budgets) it was asked for.
+type hostCountingLimiter struct {
+	inner *ezthrottle.MemoryLimiter
+	hosts *atomic.Int32
+}
+
+func (c hostCountingLimiter) Acquire(ctx context.Context, a ezthrottle.Admission) (ezthrottle.Permit, error) {
+	if !strings.Contains(a.Key, " llm:") {
+		c.hosts.Add(1)
+	}
+	return c.inner.Acquire(ctx, a)
+}
+
+func (c hostCountingLimiter) Learn(ctx context.Context, key string, s ezthrottle.Signals) {
+	c.inner.Learn(ctx, key, s)
+}
+
+// TestBudgetChargedWhenSentAfterLearning: requests that were already waiting
+// for their turn at the host (the Transport's default pace) when the host
+// announced its budgets are charged to the budgets before they are sent,
+// not sent uncharged once their turn comes: the API counts them, so the
+// budgets must too (otherwise they and the budgeted requests that spent the
+// bucket meanwhile together exceed the API's limit, and every process
+// sharing the budgets through a Limiter inherits the debt, which a
+// correction that only lowers cannot see behind the turns already given).
+// Either API style, one or several waiting requests.
+func TestBudgetChargedWhenSentAfterLearning(t *testing.T) {
+	for _, tc := range []struct {
+		path    string
+		waiting int
+	}{
+		{"/v1/chat/completions", 1},
+		{"/v1/chat/completions", 3},
+		{"/v1/messages", 2},
+	} {
+		t.Run(tc.path+"/"+strconv.Itoa(tc.waiting), func(t *testing.T) {
+			clk := newFakeClock()
+			sim := llmsim.New(llmsim.WithModel("m", llmsim.Limits{RPM: 600, TPM: 1000, InputTPM: 1000, OutputTPM: 1000}), llmsim.WithClock(clk.Now))
+			var hosts atomic.Int32
+			gate, entered := make(chan struct{}), make(chan struct{}, 16)
+			var first atomic.Bool
+			base := simBase(sim)
+			tr := mustNew(t, ezthrottle.WithClock(clk),
+				ezthrottle.WithLimiter(hostCountingLimiter{ezthrottle.NewMemoryLimiter(ezthrottle.MemoryLimiterConfig{Clock: clk}), &hosts}),
+				ezthrottle.WithBase(rtFunc(func(r *http.Request) (*http.Response, error) {
+					if first.CompareAndSwap(false, true) {
+						entered <- struct{}{}
+						<-gate // the first answer waits until the others queue
+					}
+					return base.RoundTrip(r)
+				})))
+			c := &http.Client{Transport: tr}
+			ctx := context.Background()
+			url := "http://llm.test" + tc.path
+			codes := make(chan int, 16)
+			send := func() {
+				resp, err := post(t, c, ctx, url, chat("m", 100, 150))
+				if assert.NoError(t, err) {
+					codes <- resp.StatusCode
+				}
+			}
+			// Before anything is learned: the first request is sent, the
+			// others wait for their turn at the host's default pace.
+			go send()
+			<-entered
+			for i := 0; i < tc.waiting; i++ {
+				go send()
+			}
+			waitFor(t, "the other requests to queue", func() bool { return hosts.Load() == int32(1+tc.waiting) })
+			close(gate)
+			require.Equal(t, http.StatusOK, <-codes)
+			// The budgets are known now (750 of 1000 tokens left): three more
+			// requests of 250 tokens take what is left.
+			for i := 0; i < 3; i++ {
+				go send()
+			}
+			// Every request must get through without a 429, however long
+			// it waits for the budget's refill.
+			for got, steps := 0, 0; got < tc.waiting+3; steps++ {
+				require.Less(t, steps, 2000, "requests still waiting")
+				select {
+				case code := <-codes:
+					assert.Equal(t, http.StatusOK, code)
+					got++
+				case <-time.After(time.Millisecond):
+					clk.Advance(250 * time.Millisecond)
+				}
+			}
+			st := sim.Stats()
+			assert.Zero(t, st.Limited, "no 429")
+			assert.Equal(t, tc.waiting+4, st.Admitted)
+		})
+	}
+}

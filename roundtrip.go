@@ -96,6 +96,20 @@ func (t *Transport) roundTrip(req *http.Request, observed bool) (*http.Response,
 		bu.settle()
 		return t.notAdmitted(req, hi, fwd, err, cause)
 	}
+	if bu == nil && t.llm.on.Load() {
+		// The host may have announced budgets while this request waited
+		// for its turn (the first requests to an LLM host wait on the
+		// Transport's default limit, none of them charged): it is charged
+		// now, before it is sent, so that every request the API counts is
+		// counted by the budgets too, in every process sharing them.
+		if lh := t.budgetHost(hi); lh != nil {
+			var berr error
+			if req, bu, berr = t.acquireBudgets(ctx, req, lh, &adm); berr != nil {
+				permit.Release()
+				return t.notAdmitted(req, hi, fwd, berr, cause)
+			}
+		}
+	}
 	// From here on the slot is freed on every path, panics included.
 	g := slotGuard{permit: permit}
 	defer g.onPanic()
