@@ -208,33 +208,40 @@ func BenchmarkMemoryPerHost(b *testing.B) {
 // the medians leave those out, so this figure excludes the collector's
 // amortized cost of the one extra allocation, which BenchmarkGET includes.
 func BenchmarkGETOverhead(b *testing.B) {
+	mb, mt := alternateGET(b, benchBase{}, benchTransport(b))
+	b.ReportMetric(mb, "bare-ns/op")
+	b.ReportMetric(mt, "transport-ns/op")
+	b.ReportMetric(mt-mb, "overhead-ns/op")
+}
+
+// alternateGET alternates runs of 128 plain GETs through x and through y
+// for b.N requests in all, and returns the medians of their per-request
+// times in ns: both see the same machine state, so a shared VM's noise
+// moves both alike.
+func alternateGET(b *testing.B, x, y http.RoundTripper) (mx, my float64) {
 	const chunk = 128
-	bare, tr := http.RoundTripper(benchBase{}), benchTransport(b)
 	req, _ := http.NewRequest("GET", "https://api.example.com/v1/items?limit=10", nil)
 	req.Header.Set("Authorization", "Bearer k")
-	run := func(rt http.RoundTripper, n int) time.Duration {
+	run := func(rt http.RoundTripper) float64 {
 		start := time.Now()
-		for range n {
+		for range chunk {
 			resp, err := rt.RoundTrip(req)
 			if err != nil {
 				b.Fatal(err)
 			}
 			resp.Body.Close()
 		}
-		return time.Since(start)
+		return float64(time.Since(start)) / chunk
 	}
-	var bareNs, trNs []float64
+	var xs, ys []float64
 	b.ReportAllocs()
 	b.ResetTimer()
 	for done := 0; done < b.N; done += 2 * chunk {
-		bareNs = append(bareNs, float64(run(bare, chunk))/chunk)
-		trNs = append(trNs, float64(run(tr, chunk))/chunk)
+		xs = append(xs, run(x))
+		ys = append(ys, run(y))
 	}
 	b.StopTimer()
-	mb, mt := median(bareNs), median(trNs)
-	b.ReportMetric(mb, "bare-ns/op")
-	b.ReportMetric(mt, "transport-ns/op")
-	b.ReportMetric(mt-mb, "overhead-ns/op")
+	return median(xs), median(ys)
 }
 
 func median(v []float64) float64 {
@@ -330,32 +337,9 @@ func BenchmarkManyHosts(b *testing.B) {
 // Transport with the live view off and one with it on, and reports the
 // medians and their difference ("live-ns/op").
 func BenchmarkGETLiveOverhead(b *testing.B) {
-	const chunk = 128
-	off := benchTransport(b)
 	on := benchTransport(b).(*ezthrottle.Transport)
 	on.EnableLive()
-	req, _ := http.NewRequest("GET", "https://api.example.com/v1/items?limit=10", nil)
-	req.Header.Set("Authorization", "Bearer k")
-	run := func(rt http.RoundTripper, n int) time.Duration {
-		start := time.Now()
-		for range n {
-			resp, err := rt.RoundTrip(req)
-			if err != nil {
-				b.Fatal(err)
-			}
-			resp.Body.Close()
-		}
-		return time.Since(start)
-	}
-	var offNs, onNs []float64
-	b.ReportAllocs()
-	b.ResetTimer()
-	for done := 0; done < b.N; done += 2 * chunk {
-		offNs = append(offNs, float64(run(off, chunk))/chunk)
-		onNs = append(onNs, float64(run(on, chunk))/chunk)
-	}
-	b.StopTimer()
-	mo, ml := median(offNs), median(onNs)
+	mo, ml := alternateGET(b, benchTransport(b), on)
 	b.ReportMetric(mo, "off-ns/op")
 	b.ReportMetric(ml, "on-ns/op")
 	b.ReportMetric(ml-mo, "live-ns/op")

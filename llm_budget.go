@@ -347,6 +347,22 @@ func (t *Transport) costOf(req *http.Request) (*http.Request, TokenCost, bool) {
 	return out, c, ok
 }
 
+// chargeBudgets charges req to its host's budgets when the host has any
+// (acquireBudgets), and lifts the Transport's default limit from a host
+// that paces itself with budgets it announced. Without budgets it returns
+// req unchanged and a nil use.
+func (t *Transport) chargeBudgets(ctx context.Context, req *http.Request, hi *hostInfo, adm *Admission) (*http.Request, *budgetUse, error) {
+	lh := t.budgetHost(hi)
+	if lh == nil {
+		return req, nil, nil
+	}
+	out, bu, err := t.acquireBudgets(ctx, req, lh, adm)
+	if err == nil && lh.defaulted && lh.hasLearned() {
+		adm.Limit = Unlimited()
+	}
+	return out, bu, err
+}
+
 // acquireBudgets waits for every budget of the request's model. It returns
 // the request to send (its body may have been peeked at) and the charges
 // to settle when the response arrives.

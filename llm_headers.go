@@ -115,8 +115,9 @@ func budgetFrom(limit, remaining, reset string, now time.Time, rfc3339 bool) (Bu
 	return b, true
 }
 
-// hasBudgetHeaders reports whether h carries an LLM budget header that
-// ParseSignals does not read (token counts, or any Anthropic budget).
+// isBudgetHeader reports whether the header named k is an LLM budget header
+// that ParseSignals does not read (OpenAI's token counts, or any of
+// Anthropic's budgets).
 func isBudgetHeader(k string) bool {
 	switch len(k) {
 	case 24:

@@ -75,15 +75,8 @@ func (t *Transport) roundTrip(req *http.Request, observed bool) (*http.Response,
 	)
 	if t.llm.on.Load() || len(t.cfg.budgetRules) > 0 {
 		// An LLM host: wait for its token budgets first (llm_budget.go).
-		if lh := t.budgetHost(hi); lh != nil {
-			if req, bu, err = t.acquireBudgets(ctx, req, lh, &adm); err != nil {
-				return t.notAdmitted(req, hi, fwd, err, cause)
-			}
-			if lh.defaulted && lh.hasLearned() {
-				// The host paces itself with its budgets: the Transport's
-				// default limit no longer applies to it.
-				adm.Limit = Unlimited()
-			}
+		if req, bu, err = t.chargeBudgets(ctx, req, hi, &adm); err != nil {
+			return t.notAdmitted(req, hi, fwd, err, cause)
 		}
 	}
 	lv := t.live.Load()
@@ -102,12 +95,9 @@ func (t *Transport) roundTrip(req *http.Request, observed bool) (*http.Response,
 		// Transport's default limit, none of them charged): it is charged
 		// now, before it is sent, so that every request the API counts is
 		// counted by the budgets too, in every process sharing them.
-		if lh := t.budgetHost(hi); lh != nil {
-			var berr error
-			if req, bu, berr = t.acquireBudgets(ctx, req, lh, &adm); berr != nil {
-				permit.Release()
-				return t.notAdmitted(req, hi, fwd, berr, cause)
-			}
+		if req, bu, err = t.chargeBudgets(ctx, req, hi, &adm); err != nil {
+			permit.Release()
+			return t.notAdmitted(req, hi, fwd, err, cause)
 		}
 	}
 	// From here on the slot is freed on every path, panics included.
