@@ -958,29 +958,41 @@ func (l *Limiter) Learn(ctx context.Context, key string, s ezthrottle.Signals) {
 			pz = strconv.FormatInt(int64(math.Ceil(float64(d)/float64(time.Microsecond))), 10)
 		}
 	}
-	if s.HasAvailable {
-		l.lowerTo(ctx, key, s.Available)
-	}
-	if iv == "" && sl == "" && pz == "" {
+	learned := iv != "" || sl != "" || pz != ""
+	if !learned && !s.HasAvailable {
 		return
 	}
 	if l.fallback != nil {
 		l.fallback.Learn(ctx, key, s)
 	}
-	if l.isClosed() || !l.usable() {
-		return
+	if s.HasAvailable {
+		l.lowerTo(ctx, key, s.Available)
 	}
 	// What was learned matters beyond the request that saw it.
+	if learned && l.runScript(ctx, l.sc.learn, []string{l.keys(key).learned}, iv, sl, pz, l.cfg.learnedTTL.Milliseconds()) {
+		l.nudge(key)
+	}
+}
+
+// runScript runs a script that changes a host's shared state outside an
+// admission (a learned limit, a lowered bucket), even when ctx is
+// cancelled: it counts the round trip and records Redis's health. It
+// reports whether the script ran; it does nothing while Redis is
+// unusable or the Limiter closed.
+func (l *Limiter) runScript(ctx context.Context, sc *redis.Script, keys []string, args ...any) bool {
+	if l.isClosed() || !l.usable() {
+		return false
+	}
 	cctx, cancel := l.opCtx(context.WithoutCancel(ctx))
-	err := l.sc.learn.Run(cctx, l.rdb, []string{l.keys(key).learned}, append(l.scriptArgs(nil), iv, sl, pz, l.cfg.learnedTTL.Milliseconds())...).Err()
+	err := sc.Run(cctx, l.rdb, keys, append(l.scriptArgs(nil), args...)...).Err()
 	cancel()
 	l.rts.Add(1)
 	if err != nil {
 		l.failed(err)
-		return
+		return false
 	}
 	l.succeeded()
-	l.nudge(key)
+	return true
 }
 
 // lowerTo applies Signals.Available: the shared bucket of key is lowered to
@@ -988,10 +1000,7 @@ func (l *Limiter) Learn(ctx context.Context, key string, s ezthrottle.Signals) {
 // requests in flight are not known here. It needs the limit last seen for
 // key in this process (a key never acquired here is left alone).
 func (l *Limiter) lowerTo(ctx context.Context, key string, avail float64) {
-	if l.fallback != nil {
-		l.fallback.Learn(ctx, key, ezthrottle.Signals{Available: avail, HasAvailable: true})
-	}
-	if math.IsNaN(avail) || l.isClosed() || !l.usable() {
+	if math.IsNaN(avail) {
 		return
 	}
 	l.mu.Lock()
@@ -1008,16 +1017,7 @@ func (l *Limiter) lowerTo(ctx context.Context, key string, avail float64) {
 	if iv <= 0 || avail >= float64(burst) {
 		return
 	}
-	cctx, cancel := l.opCtx(context.WithoutCancel(ctx))
-	err := l.sc.lower.Run(cctx, l.rdb, []string{e.keys.tat, e.keys.learned},
-		append(l.scriptArgs(nil), iv, burst, int64(math.Max(avail, 0)))...).Err()
-	cancel()
-	l.rts.Add(1)
-	if err != nil {
-		l.failed(err)
-		return
-	}
-	l.succeeded()
+	l.runScript(ctx, l.sc.lower, []string{e.keys.tat, e.keys.learned}, iv, burst, int64(math.Max(avail, 0)))
 }
 
 func (l *Limiter) isClosed() bool {
