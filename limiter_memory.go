@@ -145,6 +145,7 @@ type hostState struct {
 	learnedRate  float64
 	learnedSlots int32
 	evicted      bool
+	claimed      bool // used by the MemoryLimiter, when it is a hostInfo's own
 
 	// The bucket is a schedule (GCRA, virtual scheduling). Times are
 	// nanoseconds since the limiter's epoch (see nanos). tat is the
@@ -177,6 +178,12 @@ func (m *MemoryLimiter) shard(key string) *limShard {
 
 // host returns the state for key, creating it when missing.
 func (m *MemoryLimiter) host(key string, lim Limit) *hostState {
+	return m.hostIn(key, lim, nil)
+}
+
+// hostIn is host, creating a missing state in own (when not nil and not
+// used before; see hostInfo.own).
+func (m *MemoryLimiter) hostIn(key string, lim Limit, own *hostState) *hostState {
 	s := m.shard(key)
 	s.mu.RLock()
 	h := s.hosts[key]
@@ -190,7 +197,12 @@ func (m *MemoryLimiter) host(key string, lim Limit) *hostState {
 	if h = s.hosts[key]; h != nil {
 		return h
 	}
-	h = &hostState{tat: now, lastUsed: now} // a full bucket
+	if own != nil && !own.claimed { // claimed changes under the key's shard lock only
+		h, own.claimed = own, true
+		h.tat, h.lastUsed = now, now // a full bucket
+	} else {
+		h = &hostState{tat: now, lastUsed: now} // a full bucket
+	}
 	h.configure(lim)
 	s.hosts[key] = h
 	s.peak = max(s.peak, len(s.hosts))
@@ -404,13 +416,14 @@ func (h *hostState) Release() {
 // ctx and a.Deadline only. A cost the bucket can never hold fails at once
 // with a *CostError.
 func (m *MemoryLimiter) Acquire(ctx context.Context, a Admission) (Permit, error) {
-	return m.acquire(ctx, &a, nil)
+	return m.acquire(ctx, &a, nil, nil)
 }
 
 // acquire is Acquire with an optional cache of the host's state (the
-// Transport keeps one per host key, saving the sharded map lookup). An
-// evicted cached state is replaced.
-func (m *MemoryLimiter) acquire(ctx context.Context, a *Admission, cache *atomic.Pointer[hostState]) (Permit, error) {
+// Transport keeps one per host key, saving the sharded map lookup), and
+// optional storage for the state should the host have none (see
+// hostInfo.own). An evicted cached state is replaced.
+func (m *MemoryLimiter) acquire(ctx context.Context, a *Admission, cache *atomic.Pointer[hostState], own *hostState) (Permit, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -424,7 +437,7 @@ func (m *MemoryLimiter) acquire(ctx context.Context, a *Admission, cache *atomic
 			h = cache.Load()
 		}
 		if h == nil {
-			h = m.host(a.Key, a.Limit)
+			h = m.hostIn(a.Key, a.Limit, own)
 			if cache != nil {
 				cache.Store(h)
 			}

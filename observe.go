@@ -58,7 +58,7 @@ func (t *Transport) acquire(ctx context.Context, hi *hostInfo, adm *Admission, o
 		t0 = lv.nanos()
 	}
 	if t.mem != nil {
-		p, err = t.mem.acquire(lctx, adm, &hi.state)
+		p, err = t.mem.acquire(lctx, adm, &hi.state, &hi.own)
 	} else {
 		p, err = t.limiter.Acquire(lctx, *adm)
 		switch {

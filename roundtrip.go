@@ -81,7 +81,7 @@ func (t *Transport) roundTrip(req *http.Request, observed bool) (*http.Response,
 	}
 	lv := t.live.Load()
 	if t.mem != nil && !observed && lv == nil {
-		permit, err = t.mem.acquire(ctx, &adm, &hi.state) // the common case, without a call level
+		permit, err = t.mem.acquire(ctx, &adm, &hi.state, &hi.own) // the common case, without a call level
 	} else {
 		permit, err = t.acquire(ctx, hi, &adm, observed, lv)
 	}
