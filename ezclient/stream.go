@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // EventType is the kind of an event on a job's event stream.
@@ -92,7 +93,12 @@ func (e Event) Terminal() bool { return e.Type == EventCompleted || e.Type == Ev
 // final state becomes a terminal Event with FromStatus set; otherwise it
 // reconnects with jittered exponential backoff, giving up with
 // ErrStreamEnded after the client's retry budget (WithRetry) of
-// consecutive attempts that brought no event. An unknown job ends the
+// consecutive connections that brought nothing new: no event other than a
+// repeat of the last one (an engine's catch-up event on each reconnection
+// is such a repeat), and that lasted less than streamHealthy (so an engine
+// or proxy that cuts the stream after each catch-up event is not called
+// again and again for ever, while one that cuts long-lived streams is
+// followed for as long as the job runs). An unknown job ends the
 // sequence with an error satisfying errors.Is(err, ErrNotFound).
 //
 // The stream is read with the client's HTTP transport but without the
@@ -106,11 +112,12 @@ func (c *Client) StreamJob(ctx context.Context, jobID string) iter.Seq2[Event, e
 			return
 		}
 		var (
-			lastID   string
+			last     streamPos
 			failures int
 		)
 		for {
-			got, done, serr := c.streamOnce(ctx, jobID, &lastID, yield)
+			start := c.now()
+			news, done, serr := c.streamOnce(ctx, jobID, &last, yield)
 			if done {
 				return
 			}
@@ -128,7 +135,7 @@ func (c *Client) StreamJob(ctx context.Context, jobID string) iter.Seq2[Event, e
 				yield(Event{}, gerr)
 				return
 			}
-			if got {
+			if news || c.now().Sub(start) >= streamHealthy {
 				failures = 0
 			}
 			failures++
@@ -183,19 +190,32 @@ func (c *Client) WaitJob(ctx context.Context, jobID string) (Event, error) {
 	return Event{}, fmt.Errorf("%w (job %s)", ErrStreamEnded, jobID)
 }
 
+// streamHealthy is how long a job stream must have stayed open for its end
+// to count as a cut of a working stream, not as a failed attempt, when it
+// brought no new event (see StreamJob): engines send a keepalive every 30 s.
+const streamHealthy = 30 * time.Second
+
+// streamPos is the last event a job stream handed over.
+type streamPos struct {
+	id  string    // its SSE id (sent as Last-Event-ID on reconnecting)
+	typ EventType // its type
+	set bool      // an event was handed over
+}
+
 // streamOnce reads one connection of the job's stream, yielding its
 // events. done is true when the sequence is over: a terminal event was
-// yielded, or the consumer stopped. got reports whether any event arrived.
-// err is why the stream ended otherwise (nil for a clean end).
-func (c *Client) streamOnce(ctx context.Context, jobID string, lastID *string, yield func(Event, error) bool) (got, done bool, err error) {
+// yielded, or the consumer stopped. news reports whether an event arrived
+// that is not a repeat of the last one before it (same id and type). err
+// is why the stream ended otherwise (nil for a clean end).
+func (c *Client) streamOnce(ctx context.Context, jobID string, last *streamPos, yield func(Event, error) bool) (news, done bool, err error) {
 	req, err := c.newRequest(ctx, http.MethodGet, c.engineURL+"/jobs/"+url.PathEscape(jobID)+"/stream", nil)
 	if err != nil {
 		return false, false, err
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Cache-Control", "no-cache")
-	if *lastID != "" {
-		req.Header.Set("Last-Event-ID", *lastID)
+	if last.id != "" {
+		req.Header.Set("Last-Event-ID", last.id)
 	}
 	resp, err := c.streamHC.Do(req)
 	if err != nil {
@@ -213,7 +233,10 @@ func (c *Client) streamOnce(ctx context.Context, jobID string, lastID *string, y
 	defer resp.Body.Close()
 	// final asks, once per occasion, whether the job is already final,
 	// and returns the terminal event to end with (ok false otherwise).
-	var answered bool // a lookup on this connection got an answer
+	var (
+		answered bool // a lookup on this connection got an answer
+		got      bool // an event arrived on this connection
+	)
 	final := func(looked *bool) (Event, bool) {
 		if *looked || ctx.Err() != nil {
 			return Event{}, false
@@ -231,19 +254,19 @@ func (c *Client) streamOnce(ctx context.Context, jobID string, lastID *string, y
 	// already finished will send nothing more but keepalives.
 	if fin, ok := final(&lookedOpen); ok {
 		yield(fin, nil)
-		return got, true, nil
+		return news, true, nil
 	}
 	sr := newSSEReader(resp.Body)
 	for {
 		se, rerr := sr.next()
 		if rerr != nil {
 			if rerr == io.EOF {
-				return got, false, nil
+				return news, false, nil
 			}
 			if ctx.Err() != nil {
-				return got, false, ctx.Err()
+				return news, false, ctx.Err()
 			}
-			return got, false, &networkError{err: rerr}
+			return news, false, &networkError{err: rerr}
 		}
 		if se.keepalive {
 			// Engines send no terminal event to a client that connects
@@ -255,13 +278,16 @@ func (c *Client) streamOnce(ctx context.Context, jobID string, lastID *string, y
 			if !got && !answered {
 				if fin, ok := final(&lookedKeepalive); ok {
 					yield(fin, nil)
-					return got, true, nil
+					return news, true, nil
 				}
 			}
 			continue
 		}
-		*lastID = se.id
 		ev := decodeEvent(jobID, se)
+		if !last.set || se.id != last.id || ev.Type != last.typ {
+			news = true
+		}
+		*last = streamPos{id: se.id, typ: ev.Type, set: true}
 		got = true
 		// The first event of a connection is the engine's catch-up (the
 		// job's state when it subscribed the client): ask again, in case
@@ -277,11 +303,11 @@ func (c *Client) streamOnce(ctx context.Context, jobID string, lastID *string, y
 			fin, isFinal = final(&lookedCatchUp)
 		}
 		if !yield(ev, nil) || ev.Terminal() {
-			return got, true, nil
+			return news, true, nil
 		}
 		if isFinal {
 			yield(fin, nil)
-			return got, true, nil
+			return news, true, nil
 		}
 	}
 }

@@ -546,3 +546,69 @@ func TestEventSucceeded(t *testing.T) {
 		assert.False(t, ev.FromStatus)
 	}
 }
+
+// TestStreamJobRepeatedCatchUpIsNoProgress: an engine (or a proxy) that
+// ends every connection right after the catch-up event, which repeats the
+// last event, is not called again and again for ever: such a connection is
+// a failed attempt (growing backoff, then ErrStreamEnded with the job's
+// status), with or without event ids. New events, or a connection that
+// stayed open long (a proxy cutting long-lived streams), keep the stream
+// going for as long as the job runs.
+func TestStreamJobRepeatedCatchUpIsNoProgress(t *testing.T) {
+	for _, catchUp := range []string{
+		"id: 7\nevent: queued\ndata: {}\n\n",
+		"event: queued\ndata: {}\n\n",
+	} {
+		t.Run("repeats/"+strings.Fields(catchUp)[0], func(t *testing.T) {
+			e := fxNewEngine(t)
+			e.streams = append(e.streams, fxSSE(catchUp))
+			e.statuses = append(e.statuses, fxStatus(StatusQueued))
+			c, sl := fxEngineClient(t, e)
+			evs, err := fxCollect(c, context.Background(), "job1")
+			require.ErrorIs(t, err, ErrStreamEnded)
+			assert.Contains(t, err.Error(), "queued")
+			streams, _ := e.counts()
+			assert.Equal(t, 4, streams, "the client's retry budget")
+			assert.Len(t, evs, 4, "each connection's catch-up event is handed over")
+			assert.Equal(t, []time.Duration{200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond}, sl.got())
+		})
+	}
+	t.Run("new events each time", func(t *testing.T) {
+		e := fxNewEngine(t)
+		for i := range 6 {
+			e.streams = append(e.streams, fxSSE(fmt.Sprintf("id: %d\nevent: position\ndata: {\"position\":%d}\n\n", 10+i, 6-i)))
+		}
+		e.streams = append(e.streams, fxSSE("id: 20\nevent: completed\ndata: {}\n\n"))
+		e.statuses = append(e.statuses, fxStatus(StatusQueued))
+		c, sl := fxEngineClient(t, e)
+		evs, err := fxCollect(c, context.Background(), "job1")
+		require.NoError(t, err)
+		require.Len(t, evs, 7)
+		assert.Equal(t, EventCompleted, evs[6].Type)
+		for _, d := range sl.got() {
+			assert.Equal(t, 200*time.Millisecond, d, "progress resets the backoff")
+		}
+	})
+	t.Run("long-lived connections cut by a proxy", func(t *testing.T) {
+		e := fxNewEngine(t)
+		for range 6 {
+			e.streams = append(e.streams, fxSSE(": keepalive\n\n", "id: 7\nevent: queued\ndata: {}\n\n"))
+		}
+		e.streams = append(e.streams, fxSSE("id: 8\nevent: completed\ndata: {}\n\n"))
+		e.statuses = append(e.statuses, fxStatus(StatusQueued))
+		c, _ := fxEngineClient(t, e)
+		var mu sync.Mutex
+		now := time.Now()
+		c.now = func() time.Time { // each connection lasts a minute
+			mu.Lock()
+			defer mu.Unlock()
+			now = now.Add(31 * time.Second)
+			return now
+		}
+		evs, err := fxCollect(c, context.Background(), "job1")
+		require.NoError(t, err)
+		assert.Equal(t, EventCompleted, evs[len(evs)-1].Type)
+		streams, _ := e.counts()
+		assert.Equal(t, 7, streams)
+	})
+}
