@@ -37,6 +37,30 @@ func NewTimerAt(c Clock, t time.Time) Timer {
 	return c.NewTimer(t.Sub(c.Now()))
 }
 
+// AfterFuncClock is an optional interface of a Clock: calling a function
+// once a duration has passed on the clock, as time.AfterFunc does. With it
+// (the system clock has it) the MemoryLimiter and the Transport evict idle
+// hosts on time even when they receive no call at all; with a Clock
+// without it, eviction runs inside their calls only.
+type AfterFuncClock interface {
+	Clock
+	// AfterFunc calls f in its own goroutine once d has passed on the
+	// clock. The returned function cancels the call; it reports whether
+	// it did (false: f was called or is running).
+	AfterFunc(d time.Duration, f func()) (stop func() bool)
+}
+
+// afterFunc calls f after d on c when c can (see AfterFuncClock), and
+// reports whether it will.
+func afterFunc(c Clock, d time.Duration, f func()) bool {
+	ac, ok := c.(AfterFuncClock)
+	if !ok {
+		return false
+	}
+	ac.AfterFunc(d, f)
+	return true
+}
+
 // Timer is a one-shot timer created by a Clock.
 type Timer interface {
 	// C delivers the time when the timer fires.
@@ -53,6 +77,8 @@ type systemClock struct{}
 func (systemClock) Now() time.Time { return time.Now() }
 
 func (systemClock) NewTimer(d time.Duration) Timer { return sysTimer{time.NewTimer(d)} }
+
+func (systemClock) AfterFunc(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
 
 type sysTimer struct{ t *time.Timer }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -323,21 +324,70 @@ func (t *Transport) hostMiss(s *keyShard, h uint64, u *url.URL, g uint64) *hostI
 		tab.put(h, hi)
 	}
 	t.hot.Store(hi)
+	if chain == nil {
+		defer t.armReaper() // after s.mu is released
+	}
 	return hi
+}
+
+// armReaper arms the cache's sweep timer, unless it is armed already.
+func (t *Transport) armReaper() {
+	if t.reaping.Load() || !t.reaping.CompareAndSwap(false, true) {
+		return
+	}
+	if !afterFunc(t.clock, t.idleTimeout()/2, t.reap) {
+		t.reaping.Store(false) // the clock cannot: calls sweep
+	}
+}
+
+// reap does, every IdleTimeout/2 while the cache holds entries, what the
+// Transport's calls otherwise do (see Transport.gen): it starts a
+// generation when one is due and sweeps every shard, so that idle entries
+// go whatever the traffic, and a Transport no longer used is garbage once
+// they have gone (the timer is not armed again then).
+func (t *Transport) reap() {
+	if t.mem == nil {
+		t.maybeNewGeneration()
+	}
+	for t.maintainCache(); t.sweepNext.Load() < keyShards; {
+		t.maintainCache()
+	}
+	t.reaping.Store(false)
+	if t.cacheHolds() {
+		t.armReaper()
+	}
+}
+
+// cacheHolds reports whether the host cache has any entry.
+func (t *Transport) cacheHolds() bool {
+	for i := range t.keys {
+		s := &t.keys[i]
+		s.mu.Lock()
+		n := s.tab.Load().used
+		s.mu.Unlock()
+		if n > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // maybeNewGeneration starts a generation when the current one is older than
 // half the idle timeout (with a Limiter other than the MemoryLimiter, whose
 // passes otherwise start them); called on misses only.
 func (t *Transport) maybeNewGeneration() {
-	idle := t.cfg.idleTimeout
-	if idle <= 0 {
-		idle = DefaultIdleTimeout
-	}
 	now := t.clock.Now().UnixNano()
-	if at := t.genAt.Load(); now-at >= int64(idle/2) && t.genAt.CompareAndSwap(at, now) {
+	if at := t.genAt.Load(); now-at >= int64(t.idleTimeout()/2) && t.genAt.CompareAndSwap(at, now) {
 		t.newGeneration()
 	}
+}
+
+// idleTimeout is the configured idle timeout, or the default.
+func (t *Transport) idleTimeout() time.Duration {
+	if t.cfg.idleTimeout > 0 {
+		return t.cfg.idleTimeout
+	}
+	return DefaultIdleTimeout
 }
 
 // forEachCached calls f for every entry of the host cache.

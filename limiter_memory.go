@@ -35,10 +35,14 @@ type MemoryLimiterConfig struct {
 // schedule running) is evicted, and the table's memory released, by the
 // limiter's own calls: each Acquire or Learn that finds a sweep step due
 // sweeps one shard, so that the whole table is swept every IdleTimeout/2,
-// whichever hosts are called. An idle host is therefore evicted at most
-// IdleTimeout/2 after its timeout (plus the time until the limiter's next
-// calls, when none come), and memory stays bounded by the hosts in use
-// within about 1.5 × IdleTimeout. It starts no goroutines.
+// whichever hosts are called. When no call comes, a timer does the same
+// (time.AfterFunc, or the Clock's AfterFunc; see AfterFuncClock): it is
+// armed only while the limiter holds hosts, fires every IdleTimeout/2 and
+// runs no goroutine in between, so a limiter that is no longer used is
+// garbage once its hosts are evicted. An idle host is therefore evicted at
+// most IdleTimeout/2 after its timeout, whatever the traffic (with a Clock
+// that has no AfterFunc: plus the time until the limiter's next call), and
+// memory stays bounded by the hosts in use within about 1.5 × IdleTimeout.
 type MemoryLimiter struct {
 	clock Clock
 	// epoch is the clock's reading at construction; the limiter keeps its
@@ -56,6 +60,7 @@ type MemoryLimiter struct {
 	sweepAt   atomic.Int64
 	sweepNext atomic.Uint64
 	passes    atomic.Uint64
+	reaping   atomic.Bool // the sweep timer is armed (see reap)
 	shards    [limiterShards]limShard
 }
 
@@ -193,8 +198,8 @@ func (m *MemoryLimiter) hostIn(key string, lim Limit, own *hostState) *hostState
 	}
 	now := m.nanos()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if h = s.hosts[key]; h != nil {
+		s.mu.Unlock()
 		return h
 	}
 	if own != nil && !own.claimed { // claimed changes under the key's shard lock only
@@ -206,7 +211,29 @@ func (m *MemoryLimiter) hostIn(key string, lim Limit, own *hostState) *hostState
 	h.configure(lim)
 	s.hosts[key] = h
 	s.peak = max(s.peak, len(s.hosts))
+	s.mu.Unlock()
+	m.armReaper()
 	return h
+}
+
+// armReaper arms the sweep timer, unless it is armed already.
+func (m *MemoryLimiter) armReaper() {
+	if m.reaping.Load() || !m.reaping.CompareAndSwap(false, true) {
+		return
+	}
+	if !afterFunc(m.clock, m.idle/2, m.reap) {
+		m.reaping.Store(false) // the clock cannot: calls sweep
+	}
+}
+
+// reap runs, every IdleTimeout/2 while the limiter holds hosts, the sweep
+// steps that have come due (all of them when no call came meanwhile).
+func (m *MemoryLimiter) reap() {
+	m.maybeSweep(m.nanos())
+	m.reaping.Store(false)
+	if m.Len() > 0 {
+		m.armReaper()
+	}
 }
 
 // sweep evicts the idle hosts of one shard and, when the shard has shrunk

@@ -192,6 +192,8 @@ func WithLimiter(l Limiter) Option {
 }
 
 // WithClock sets the time source (default: the system clock), for tests.
+// A test clock should also be a TimerAtClock and an AfterFuncClock (see
+// both): without AfterFunc, idle hosts are evicted inside calls only.
 func WithClock(clk Clock) Option {
 	return func(c *config) {
 		if clk == nil {
@@ -498,14 +500,16 @@ type Transport struct {
 	// Idle entries of the host cache are evicted by generations: an entry
 	// is stamped with the generation it was last used in, and the shards
 	// are swept, keySweepShards per hostFor call, after each new
-	// generation; an entry unused for a whole generation goes. A generation starts with each
-	// pass of the MemoryLimiter's sweep (every IdleTimeout/2), or, with
-	// another Limiter, when a miss finds the last one older than
-	// IdleTimeout/2.
+	// generation; an entry unused for a whole generation goes. A
+	// generation starts with each pass of the MemoryLimiter's sweep (every
+	// IdleTimeout/2), or, with another Limiter, when a miss finds the last
+	// one older than IdleTimeout/2. When no call comes, a timer armed while
+	// the cache holds entries does the same (reap).
 	gen       atomic.Uint64
 	genPass   atomic.Uint64 // the MemoryLimiter pass that started gen
 	genAt     atomic.Int64  // when gen started (UnixNano; other Limiters)
 	sweepNext atomic.Uint64 // next shard to sweep; keyShards: none
+	reaping   atomic.Bool   // the cache's sweep timer is armed (see reap)
 }
 
 func newConfig(opts []Option) (config, error) {
