@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
@@ -63,7 +64,7 @@ func TestPipelineLoadsAnUnknownScript(t *testing.T) {
 	var nonce [8]byte
 	_, _ = rand.Read(nonce[:])
 	l.sc.acquire = redis.NewScript(clockSrc + acquireSrc + "-- " + hex.EncodeToString(nonce[:]))
-	e := l.hostEntry(host)
+	e := l.hostEntry(host, time.Now())
 	lim := ezthrottle.Limit{Rate: 1e6, Burst: 1e6}
 	calls := make([]*acall, 3)
 	for i := range calls {

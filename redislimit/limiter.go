@@ -44,8 +44,11 @@ type Limiter struct {
 
 	mu     sync.Mutex
 	gates  map[string]*gate
-	hosts  map[string]*hostEntry
 	closed bool
+	// The hosts seen, by generation (see hostEntry).
+	hosts    map[string]*hostEntry // used in this generation
+	oldHosts map[string]*hostEntry // used in the one before
+	hostsGen time.Time             // when this generation started
 
 	disp dispatcher // groups concurrent acquire calls
 
@@ -194,22 +197,39 @@ func (e *hostEntry) static(lim ezthrottle.Limit, ttl time.Duration) []any {
 	return ha.args
 }
 
-// maxHosts bounds the Limiter's memory of hosts: past it, the memory is
-// dropped and rebuilt as requests come.
-const maxHosts = 4096
+// hostGeneration is how long a generation of the Limiter's memory of hosts
+// lasts: a host not used for a whole generation is forgotten (its keys are
+// built again if it comes back).
+const hostGeneration = 5 * time.Minute
 
-// hostEntry returns the entry of host, creating it. l.mu must be held.
-func (l *Limiter) hostEntry(host string) *hostEntry {
+// hostEntry returns the entry of host, creating it; now is the time of the
+// request. The memory of hosts has two generations: an entry used in the
+// current one or the one before is kept, so that whatever the number of
+// hosts in use none is rebuilt while it is used, and memory is bounded by
+// the hosts used within two generations. l.mu must be held.
+func (l *Limiter) hostEntry(host string, now time.Time) *hostEntry {
+	if d := now.Sub(l.hostsGen); d >= hostGeneration || d < 0 {
+		l.oldHosts, l.hosts, l.hostsGen = l.hosts, make(map[string]*hostEntry), now
+	}
 	if e := l.hosts[host]; e != nil {
 		return e
 	}
-	if len(l.hosts) >= maxHosts {
-		clear(l.hosts)
+	if e := l.oldHosts[host]; e != nil {
+		l.hosts[host] = e
+		return e
 	}
 	k := l.keys(host)
 	e := &hostEntry{keys: k, list: []string{k.tat, k.leases, k.learned, k.leasesExp}}
 	l.hosts[host] = e
 	return e
+}
+
+// knownHost returns the entry of host, or nil. l.mu must be held.
+func (l *Limiter) knownHost(host string) *hostEntry {
+	if e := l.hosts[host]; e != nil {
+		return e
+	}
+	return l.oldHosts[host]
 }
 
 // hostKeys are the Redis keys of one host.
@@ -414,7 +434,7 @@ func (l *Limiter) enter(ctx context.Context, a ezthrottle.Admission, cost int64,
 	g = l.gates[a.Key]
 	if g == nil {
 		g = &gate{
-			host:     l.hostEntry(a.Key),
+			host:     l.hostEntry(a.Key, start),
 			interval: time.Duration(intervalMicros(a.Limit.Rate)) * time.Microsecond,
 			burst:    burstOf(a.Limit),
 		}
@@ -1004,7 +1024,7 @@ func (l *Limiter) lowerTo(ctx context.Context, key string, avail float64) {
 		return
 	}
 	l.mu.Lock()
-	e := l.hosts[key]
+	e := l.knownHost(key)
 	l.mu.Unlock()
 	if e == nil {
 		return
