@@ -140,7 +140,7 @@ func (tab *hostTable) rebuild(keep func(*hostInfo) bool, grow bool) *hostTable {
 // (longer ones are stored apart, which costs a lookup one more cache miss
 // with many hosts). It pads hostInfo to 256 bytes, a size class whose
 // objects are aligned on cache lines (TestHostInfoSize).
-const hostInline = 24
+const hostInline = 20
 
 // hostInfo is the resolved per-host configuration (immutable once
 // published), the default limiter's state for the host, and what the cache
@@ -161,7 +161,11 @@ type hostInfo struct {
 	live   atomic.Pointer[liveHost] // the live view's record of the host (live.go)
 	gen    atomic.Uint64            // the cache generation it was last used in
 	hash   uint64                   // of host, with the Transport's seed
-	hbuf   [hostInline]byte
+	// noBudget is set when the host was found to have no LLM budgets:
+	// the value of the Transport's llm.version then, plus one (see
+	// budgetHost); 0: not looked up.
+	noBudget atomic.Uint32
+	hbuf     [hostInline]byte
 }
 
 // newHostInfo returns an entry for host and scheme.

@@ -145,8 +145,9 @@ const maxModelsPerHost = 256
 // announced budgets (or one is configured): until then no request pays
 // anything for this feature.
 type llmBudgets struct {
-	on    atomic.Bool
-	hosts sync.Map // host key → *llmHost (nil *llmHost: no budget, looked up)
+	on      atomic.Bool
+	hosts   sync.Map      // host key → *llmHost, for the hosts that have budgets
+	version atomic.Uint32 // changes whenever hosts gains a host
 }
 
 // llmHost is one host's budgets.
@@ -227,20 +228,30 @@ type budgetUse struct {
 	done  bool
 }
 
-// budgetHost returns the host's budget state, nil when it has none.
+// budgetHost returns the host's budget state, nil when it has none. Only
+// hosts with budgets are kept (configured, or announced by the host); that
+// another has none is remembered in its cache entry, until a host gains
+// budgets (so that hosts without budgets cost one comparison, and no
+// memory that outlives their cache entry).
 func (t *Transport) budgetHost(hi *hostInfo) *llmHost {
+	ver := t.llm.version.Load() // before the lookup: a host added since changes it
+	if hi.noBudget.Load() == ver+1 {
+		return nil
+	}
 	if v, ok := t.llm.hosts.Load(hi.key); ok {
 		return v.(*llmHost)
 	}
-	if len(t.cfg.budgetRules) == 0 {
-		return nil
+	if len(t.cfg.budgetRules) > 0 {
+		if lh := t.newBudgetHost(hi); len(lh.configured) > 0 {
+			v, loaded := t.llm.hosts.LoadOrStore(hi.key, lh)
+			if !loaded {
+				t.llm.version.Add(1)
+			}
+			return v.(*llmHost)
+		}
 	}
-	lh := t.newBudgetHost(hi)
-	if len(lh.configured) == 0 {
-		lh = nil
-	}
-	v, _ := t.llm.hosts.LoadOrStore(hi.key, lh)
-	return v.(*llmHost)
+	hi.noBudget.Store(ver + 1)
+	return nil
 }
 
 func (t *Transport) newBudgetHost(hi *hostInfo) *llmHost {
@@ -544,20 +555,11 @@ func (u *budgetUse) hostOr(t *Transport, hi *hostInfo) *llmHost {
 	if u != nil {
 		return u.host
 	}
-	for {
-		v, loaded := t.llm.hosts.Load(hi.key)
-		if loaded && v.(*llmHost) != nil {
-			return v.(*llmHost)
-		}
-		lh := t.newBudgetHost(hi)
-		if !loaded {
-			if _, raced := t.llm.hosts.LoadOrStore(hi.key, lh); !raced {
-				return lh
-			}
-		} else if t.llm.hosts.CompareAndSwap(hi.key, v, lh) {
-			return lh
-		}
+	v, loaded := t.llm.hosts.LoadOrStore(hi.key, t.newBudgetHost(hi))
+	if !loaded {
+		t.llm.version.Add(1)
 	}
+	return v.(*llmHost)
 }
 
 // hasLearned reports whether the host announced budgets of its own.
