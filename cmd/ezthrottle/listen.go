@@ -22,7 +22,10 @@ const listenSynopsis = `Usage: ezthrottle listen [flags]
 Runs a local webhook receiver: point a job's webhook at the URL it prints.
 Every delivery is de-duplicated by job ID and pretty-printed; rejected
 deliveries are reported too. Both payload forms (Cloud and self-hosted) are
-accepted.
+accepted. A delivery is acknowledged only once its result is queued for
+printing: when results come faster than they are printed, deliveries wait,
+then are refused with 503 and Retry-After (the engine delivers them again),
+so none is acknowledged and skipped.
 
 Signatures: with a secret, Cloud-form deliveries must carry a valid
 X-EZThrottle-Signature. Self-hosted engines never sign their deliveries, so
@@ -88,7 +91,20 @@ func (a *app) listen(ctx context.Context, args []string) error {
 	// self-hosted engine signs.
 	store := webhook.NewStore()
 	defer store.Close()
-	opts := []webhook.Option{webhook.WithTolerance(c.tolerance), webhook.WithMaxBodyBytes(c.maxDeliveryPayload), webhook.WithStore(store)}
+	// Every result is handed to this loop through the Handlers' callback,
+	// one at a time: a delivery is acknowledged only once its result is
+	// queued for printing, and while printing lags the deliveries wait,
+	// then get 503 with Retry-After and are redelivered. (A subscription
+	// would skip results under load.)
+	results := make(chan webhook.Result)
+	printResult := func(ctx context.Context, r webhook.Result) {
+		select {
+		case results <- r:
+		case <-ctx.Done():
+		}
+	}
+	opts := []webhook.Option{webhook.WithTolerance(c.tolerance), webhook.WithMaxBodyBytes(c.maxDeliveryPayload), webhook.WithStore(store),
+		webhook.WithCallback(printResult), webhook.WithCallbackConcurrency(1, listenQueue)}
 	var unsigned *webhook.Handler
 	if c.secret != "" && !c.signedOnly {
 		u, err := webhook.NewHandler(opts...)
@@ -119,12 +135,6 @@ func (a *app) listen(ctx context.Context, args []string) error {
 	mux.Handle(c.path, a.reportRejections(recv))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
-	// Subscribe before serving so that no delivery is missed.
-	subCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	results, unsubscribe := h.Subscribe(subCtx)
-	defer unsubscribe()
-
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
@@ -152,10 +162,7 @@ loop:
 		case err := <-served:
 			serveErr = err
 			break loop
-		case r, ok := <-results:
-			if !ok {
-				break loop
-			}
+		case r := <-results:
 			n++
 			a.printResult(n, r, c)
 		}
@@ -171,6 +178,9 @@ loop:
 	}
 	return nil
 }
+
+// listenQueue is how many accepted results may wait to be printed.
+const listenQueue = 256
 
 // routeSelfHosted sends deliveries in the self-hosted payload form to
 // unsigned (self-hosted engines never sign them) and every other request

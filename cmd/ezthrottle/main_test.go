@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -581,4 +582,71 @@ func TestDevMaxFinishedJobs(t *testing.T) {
 	def := background(t, env{}, "dev", "--addr", "127.0.0.1:0")
 	def.out.waitFor(t, `(the last 10000 settled jobs)`)
 	assert.Equal(t, 0, def.stop())
+}
+
+// slowBuffer is a buffer whose writes take a while: a terminal that
+// prints slower than results arrive.
+type slowBuffer struct{ buffer }
+
+func (b *slowBuffer) Write(p []byte) (int, error) {
+	time.Sleep(200 * time.Microsecond)
+	return b.buffer.Write(p)
+}
+
+// TestListenPrintsEveryResultUnderLoad: results arriving faster than they
+// are printed are all printed, exactly once each: deliveries wait for the
+// printer and, past the wait, are refused with 503 (and redelivered, as the
+// engine does), never acknowledged and then skipped.
+func TestListenPrintsEveryResultUnderLoad(t *testing.T) {
+	out := &slowBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	a := &app{stdin: strings.NewReader(""), stdout: out, stderr: &buffer{}, getenv: env{}.get}
+	go func() { done <- a.run(ctx, []string{"listen", "--addr", "127.0.0.1:0", "--json"}) }()
+	defer func() { cancel(); <-done }()
+	hookURL := out.waitFor(t, `Listening for EZThrottle webhooks on (\S+)`)
+
+	const jobs, senders = 2000, 32
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: senders}}
+	defer client.CloseIdleConnections()
+	var wg sync.WaitGroup
+	var refused atomic.Int64
+	for s := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := s; j < jobs; j += senders {
+				body := fmt.Sprintf(`{"job_id":"job-%05d","status":"completed","response_status":200,"body":"ok"}`, j)
+				for {
+					resp, err := client.Post(hookURL, "application/json", strings.NewReader(body))
+					if !assert.NoError(t, err) {
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == http.StatusOK {
+						break
+					}
+					if !assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode) {
+						return
+					}
+					refused.Add(1)
+					time.Sleep(time.Millisecond) // the engine's redelivery
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d deliveries refused while the printer lagged", refused.Load())
+	// Every acknowledged result is printed; the bound only guards a hang.
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.Count(out.String(), `"job_id"`) < jobs && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	printed := out.String()
+	for j := range jobs {
+		if n := strings.Count(printed, fmt.Sprintf(`"job_id":"job-%05d"`, j)); n != 1 {
+			t.Fatalf("job-%05d printed %d times (%d lines in all)", j, n, strings.Count(printed, `"job_id"`))
+		}
+	}
 }
