@@ -176,6 +176,11 @@ type modelBudget struct {
 	rem    [numBudgetKinds]int64
 	hasRem [numBudgetKinds]bool
 	remAt  time.Time
+	// seedPending is true while a model first seen after such an answer
+	// has not had its buckets lowered to the template's counts yet;
+	// seeding is set (and closed when done) while a request lowers them.
+	seedPending bool
+	seeding     chan struct{}
 }
 
 // keptFlight is how many answered requests a model's flight keeps, at
@@ -391,28 +396,29 @@ func (t *Transport) acquireBudgets(ctx context.Context, req *http.Request, lh *l
 	// A model first seen after the host announced budgets for a request
 	// whose model was not known (the first answer) starts from the counts
 	// of that answer, refilled since: most likely they were that model's.
-	// Its bucket is lowered to them once its first request is charged (a
-	// correction, not a charge: several processes sharing the bucket apply
-	// it once, not once each); its own answers correct it from then on.
-	var seed [numBudgetKinds]float64
-	seeded := false
+	// Its buckets are lowered to them by its first request (a correction,
+	// not a charge: several processes sharing the buckets apply it once,
+	// not once each); its own answers correct them from then on. Until the
+	// correction is in force no other request of this Transport charges
+	// the model's (full, new) buckets: see seedTurn.
 	lh.mu.Lock()
 	_, known := lh.learned[cost.Model]
 	if !known && len(lh.learned) >= maxModelsPerHost {
 		cost.Model = "" // too many models: share the host's budget
 		_, known = lh.learned[""]
 	}
-	tpl := lh.learned[""]
-	if !known && tpl != nil && cost.Model != "" {
-		lh.model(cost.Model) // created from the template
-		elapsed := t.clock.Now().Sub(tpl.remAt).Minutes()
-		for k := BudgetRequests; k < numBudgetKinds; k++ {
-			if n := tpl.size.of(k); n > 0 && tpl.hasRem[k] && elapsed < 1 {
-				seed[k], seeded = float64(tpl.rem[k])+float64(n)*elapsed, true
-			}
-		}
+	if tpl := lh.learned[""]; !known && tpl != nil && cost.Model != "" {
+		lh.model(cost.Model).seedPending = true // created from the template
 	}
 	lh.mu.Unlock()
+	seed, seeder, err := t.seedTurn(ctx, lh, cost.Model, adm.Deadline)
+	if err != nil {
+		return out, nil, err
+	}
+	seeded := false
+	if seeder != nil {
+		defer func() { lh.endSeed(seeder, seeded) }()
+	}
 	b := t.budgetsFor(lh, cost.Model)
 	for k := BudgetRequests; k < numBudgetKinds; k++ {
 		n, c := b.of(k), cost.of(k)
@@ -432,10 +438,25 @@ func (t *Transport) acquireBudgets(ctx context.Context, req *http.Request, lh *l
 			return out, nil, err
 		}
 		p.Release() // a budget has no in-flight cap
-		if seeded && seed[k] > 0 {
-			t.limiter.Learn(ctx, a.Key, availableSignals(seed[k]-float64(c), false))
+		if !seed.has[k] {
+			continue
+		}
+		// The bucket is new: no other request of this Transport has
+		// charged it (seedTurn), so the API's count less this request
+		// is what is left.
+		t.limiter.Learn(ctx, a.Key, availableSignals(seed.avail[k]-float64(c), false))
+		if short := float64(c) - seed.avail[k]; short > 0 {
+			// The API has less than this request left: it waits for the
+			// refill of what is missing (the bucket is empty now).
+			a.Cost = short
+			p, err := t.limiter.Acquire(ctx, a)
+			if err != nil {
+				return out, nil, err
+			}
+			p.Release()
 		}
 	}
+	seeded = true
 	lh.mu.Lock()
 	mb := lh.model(cost.Model)
 	mb.nextSeq++
@@ -456,6 +477,88 @@ func (lh *llmHost) model(m string) *modelBudget {
 		lh.learned[m] = mb
 	}
 	return mb
+}
+
+// budgetSeed is what a model's new buckets are lowered to (see seedTurn).
+type budgetSeed struct {
+	avail [numBudgetKinds]float64
+	has   [numBudgetKinds]bool
+}
+
+// seedTurn returns when the model's buckets may be charged. While the
+// buckets of a model first seen after a template answer still have to be
+// lowered to that answer's counts (seedPending), one request at a time
+// does it (the seeder: seedTurn returns its model entry, the caller ends
+// its turn with endSeed) and the others wait for it: a request charging
+// the full new buckets meanwhile would be sent uncorrected, and the
+// correction, which only lowers, could not account for it afterwards.
+// The wait honours ctx and deadline (a *ThrottleError when it passes).
+func (t *Transport) seedTurn(ctx context.Context, lh *llmHost, model string, deadline time.Time) (budgetSeed, *modelBudget, error) {
+	var (
+		timer Timer
+		tc    <-chan time.Time
+		start time.Time
+	)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	lh.mu.Lock()
+	defer lh.mu.Unlock()
+	for {
+		mb := lh.learned[model]
+		if mb == nil || !mb.seedPending {
+			return budgetSeed{}, nil, nil
+		}
+		if mb.seeding == nil {
+			var seed budgetSeed
+			tpl := lh.learned[""]
+			elapsed := t.clock.Now().Sub(tpl.remAt).Minutes()
+			for k := BudgetRequests; k < numBudgetKinds; k++ {
+				if n := tpl.size.of(k); n > 0 && tpl.hasRem[k] && elapsed < 1 {
+					seed.avail[k], seed.has[k] = float64(tpl.rem[k])+float64(n)*elapsed, true
+				}
+			}
+			if seed.has == [numBudgetKinds]bool{} {
+				mb.seedPending = false // too old to say anything
+				return budgetSeed{}, nil, nil
+			}
+			mb.seeding = make(chan struct{})
+			return seed, mb, nil
+		}
+		ch := mb.seeding
+		if timer == nil && !deadline.IsZero() {
+			start = t.clock.Now()
+			timer = NewTimerAt(t.clock, deadline)
+			tc = timer.C()
+		}
+		lh.mu.Unlock()
+		var err error
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-tc:
+			err = &ThrottleError{Host: lh.key, Wait: t.clock.Now().Sub(start)}
+		}
+		lh.mu.Lock()
+		if err != nil {
+			return budgetSeed{}, nil, err
+		}
+	}
+}
+
+// endSeed ends a seeder's turn (see seedTurn); applied says whether the
+// seed is in force (else the next request tries again).
+func (lh *llmHost) endSeed(mb *modelBudget, applied bool) {
+	lh.mu.Lock()
+	if applied {
+		mb.seedPending = false
+	}
+	close(mb.seeding)
+	mb.seeding = nil
+	lh.mu.Unlock()
 }
 
 // settle ends a request's charges; called once its response (or error)

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -249,22 +250,15 @@ func TestBudgetBodyIntact(t *testing.T) {
 	}
 }
 
-// hostCountingLimiter is a Limiter that is not the MemoryLimiter (as
-// redislimit's: a correction only lowers a bucket) and counts the
-// admissions of host keys (not budgets) it was asked for.
-type hostCountingLimiter struct {
-	inner *ezthrottle.MemoryLimiter
-	hosts *atomic.Int32
-}
+// sharedLikeLimiter is a Limiter that is not the MemoryLimiter (as
+// redislimit's: a correction only lowers a bucket).
+type sharedLikeLimiter struct{ inner *ezthrottle.MemoryLimiter }
 
-func (c hostCountingLimiter) Acquire(ctx context.Context, a ezthrottle.Admission) (ezthrottle.Permit, error) {
-	if !strings.Contains(a.Key, " llm:") {
-		c.hosts.Add(1)
-	}
+func (c sharedLikeLimiter) Acquire(ctx context.Context, a ezthrottle.Admission) (ezthrottle.Permit, error) {
 	return c.inner.Acquire(ctx, a)
 }
 
-func (c hostCountingLimiter) Learn(ctx context.Context, key string, s ezthrottle.Signals) {
+func (c sharedLikeLimiter) Learn(ctx context.Context, key string, s ezthrottle.Signals) {
 	c.inner.Learn(ctx, key, s)
 }
 
@@ -289,12 +283,12 @@ func TestBudgetChargedWhenSentAfterLearning(t *testing.T) {
 		t.Run(tc.path+"/"+strconv.Itoa(tc.waiting), func(t *testing.T) {
 			clk := newFakeClock()
 			sim := llmsim.New(llmsim.WithModel("m", llmsim.Limits{RPM: 600, TPM: 1000, InputTPM: 1000, OutputTPM: 1000}), llmsim.WithClock(clk.Now))
-			var hosts atomic.Int32
+			mem := ezthrottle.NewMemoryLimiter(ezthrottle.MemoryLimiterConfig{Clock: clk})
 			gate, entered := make(chan struct{}), make(chan struct{}, 16)
 			var first atomic.Bool
 			base := simBase(sim)
 			tr := mustNew(t, ezthrottle.WithClock(clk),
-				ezthrottle.WithLimiter(hostCountingLimiter{ezthrottle.NewMemoryLimiter(ezthrottle.MemoryLimiterConfig{Clock: clk}), &hosts}),
+				ezthrottle.WithLimiter(sharedLikeLimiter{mem}),
 				ezthrottle.WithBase(rtFunc(func(r *http.Request) (*http.Response, error) {
 					if first.CompareAndSwap(false, true) {
 						entered <- struct{}{}
@@ -319,7 +313,10 @@ func TestBudgetChargedWhenSentAfterLearning(t *testing.T) {
 			for i := 0; i < tc.waiting; i++ {
 				go send()
 			}
-			waitFor(t, "the other requests to queue", func() bool { return hosts.Load() == int32(1+tc.waiting) })
+			waitFor(t, "the other requests to queue", func() bool {
+				st, _ := mem.Stats("http://llm.test:80")
+				return st.Waiting == tc.waiting
+			})
 			close(gate)
 			require.Equal(t, http.StatusOK, <-codes)
 			// The budgets are known now (750 of 1000 tokens left): three more
@@ -343,5 +340,167 @@ func TestBudgetChargedWhenSentAfterLearning(t *testing.T) {
 			assert.Zero(t, st.Limited, "no 429")
 			assert.Equal(t, tc.waiting+4, st.Admitted)
 		})
+	}
+}
+
+// holdingLimiter is a Limiter that is not the MemoryLimiter and holds the
+// first call of one kind on a budget key ("acquire": before the bucket is
+// charged; "learn": a correction, before it is applied) until release is
+// closed; held is closed once it holds it.
+type holdingLimiter struct {
+	inner         *ezthrottle.MemoryLimiter
+	at            string
+	taken         atomic.Bool
+	held, release chan struct{}
+}
+
+func (h *holdingLimiter) hold(at, key string) {
+	if at == h.at && strings.Contains(key, " llm:") && h.taken.CompareAndSwap(false, true) {
+		close(h.held)
+		<-h.release
+	}
+}
+
+func (h *holdingLimiter) Acquire(ctx context.Context, a ezthrottle.Admission) (ezthrottle.Permit, error) {
+	h.hold("acquire", a.Key)
+	return h.inner.Acquire(ctx, a)
+}
+
+func (h *holdingLimiter) Learn(ctx context.Context, key string, s ezthrottle.Signals) {
+	h.hold("learn", key)
+	h.inner.Learn(ctx, key, s)
+}
+
+// TestBudgetNewModelSeededFirst: a model first seen after the host's first
+// answer (to a request sent before any budget was known) starts from that
+// answer's counts: its new buckets are lowered to them by its first
+// request, and no other request charges them before that correction is in
+// force, neither before the first request's charge nor between the charge
+// and the correction. Such requests would be sent on tokens the API has
+// already spent, and the correction, which only lowers, cannot account for
+// them afterwards: a 429. The interleaving is forced: the model's first
+// request is held in the limiter while four others come.
+func TestBudgetNewModelSeededFirst(t *testing.T) {
+	for _, path := range []string{"/v1/chat/completions", "/v1/messages"} {
+		for _, at := range []string{"acquire", "learn"} {
+			t.Run(path+"/"+at, func(t *testing.T) {
+				clk := newFakeClock()
+				sim := llmsim.New(llmsim.WithModel("m", llmsim.Limits{RPM: 600, TPM: 1000, InputTPM: 1000, OutputTPM: 1000}), llmsim.WithClock(clk.Now))
+				hl := &holdingLimiter{inner: ezthrottle.NewMemoryLimiter(ezthrottle.MemoryLimiterConfig{Clock: clk}), at: at,
+					held: make(chan struct{}), release: make(chan struct{})}
+				// Until then, requests sent also wait (their answers would
+				// correct the bucket before the next ones are charged).
+				var inBase atomic.Int32
+				base := simBase(sim)
+				tr := mustNew(t, ezthrottle.WithClock(clk), ezthrottle.WithLimiter(hl),
+					ezthrottle.WithBase(rtFunc(func(r *http.Request) (*http.Response, error) {
+						if hl.taken.Load() {
+							inBase.Add(1)
+							<-hl.release
+						}
+						return base.RoundTrip(r)
+					})),
+					ezthrottle.WithDefaultLimit(ezthrottle.Unlimited()))
+				c := &http.Client{Transport: tr}
+				// A deadline an hour ahead on the fake clock: it never
+				// passes, but every wait honours it with a timer of the
+				// clock, so that a waiting request can be told apart.
+				var wg sync.WaitGroup
+				defer wg.Wait()
+				ctx, cancel := context.WithDeadline(context.Background(), clk.Now().Add(time.Hour))
+				defer cancel()
+				url := "http://llm.test" + path
+				var answered atomic.Int32
+				codes := make(chan int, 8)
+				send := func() {
+					resp, err := post(t, c, ctx, url, chat("m", 100, 150))
+					if assert.NoError(t, err) {
+						codes <- resp.StatusCode
+					}
+					answered.Add(1)
+				}
+				// The first answer: 750 of 1000 tokens left.
+				send()
+				require.Equal(t, http.StatusOK, <-codes)
+				// The model's first budgeted request is held in the
+				// limiter; four others come meanwhile, each sent (held in
+				// the base) or waiting before it goes on.
+				wg.Add(5)
+				go func() { defer wg.Done(); send() }()
+				<-hl.held
+				for i := 0; i < 4; i++ {
+					go func() { defer wg.Done(); send() }()
+				}
+				waitFor(t, "the other requests to be sent or to wait", func() bool { return int(inBase.Load())+clk.Timers() == 4 })
+				close(hl.release)
+				// Two or three of the five fit in what was left (an answer
+				// may lower the bucket further, counting requests still in
+				// flight); the others wait for the refill, sent by none.
+				// Once each request is answered or queued for a budget, a
+				// minute of the fake clock lets the first queued one go.
+				queued := func() int {
+					n := 0
+					for _, k := range []string{"requests", "tokens", "input-tokens", "output-tokens"} {
+						st, _ := hl.inner.Stats("http://llm.test:80 llm:" + k + ":m")
+						n += st.Waiting
+					}
+					return n
+				}
+				for {
+					waitFor(t, "the requests to be answered or queued", func() bool { return int(answered.Load())+queued() == 1+5 })
+					n := queued()
+					if n == 0 {
+						break
+					}
+					clk.Advance(time.Minute)
+					waitFor(t, "a queued request to go", func() bool { return queued() < n })
+				}
+				for i := 0; i < 5; i++ {
+					assert.Equal(t, http.StatusOK, <-codes)
+				}
+				st := sim.Stats()
+				assert.Zero(t, st.Limited, "no 429")
+				assert.Equal(t, 1+5, st.Admitted)
+			})
+		}
+	}
+}
+
+// TestBudgetNewModelWaitsForSeed: a model first seen after the host's first
+// answer said that less than the request's cost was left (here 0 or 200
+// of 1000 tokens) is not sent on its new, full bucket: its first request
+// waits for the refill of what is missing.
+func TestBudgetNewModelWaitsForSeed(t *testing.T) {
+	for _, path := range []string{"/v1/chat/completions", "/v1/messages"} {
+		for left, first := range map[int]string{0: chat("m", 400, 600), 200: chat("m", 300, 500)} {
+			t.Run(path+"/"+strconv.Itoa(left), func(t *testing.T) {
+				clk := newFakeClock()
+				sim := llmsim.New(llmsim.WithModel("m", llmsim.Limits{RPM: 600, TPM: 1000, InputTPM: 1000, OutputTPM: 1000}), llmsim.WithClock(clk.Now))
+				tr := mustNew(t, ezthrottle.WithClock(clk), ezthrottle.WithBase(simBase(sim)), ezthrottle.WithDefaultLimit(ezthrottle.Unlimited()))
+				c := &http.Client{Transport: tr}
+				url := "http://llm.test" + path
+				resp, err := post(t, c, context.Background(), url, first)
+				require.NoError(t, err)
+				require.Equal(t, http.StatusOK, resp.StatusCode)
+				var answered atomic.Bool
+				done := make(chan int, 1)
+				go func() {
+					resp, err := post(t, c, context.Background(), url, chat("m", 100, 150))
+					if assert.NoError(t, err) {
+						done <- resp.StatusCode
+					}
+					answered.Store(true)
+				}()
+				for steps := 0; !answered.Load(); steps++ {
+					require.Less(t, steps, 100, "request still waiting")
+					waitFor(t, "the request to wait or be sent", func() bool { return answered.Load() || clk.Timers() > 0 })
+					if !answered.Load() {
+						clk.Advance(time.Second)
+					}
+				}
+				assert.Equal(t, http.StatusOK, <-done)
+				assert.Zero(t, sim.Stats().Limited, "no 429")
+			})
+		}
 	}
 }
