@@ -2,6 +2,7 @@ package ezthrottle
 
 import (
 	"hash/maphash"
+	"math/bits"
 	"net/url"
 	"strings"
 	"sync"
@@ -16,9 +17,9 @@ import (
 //
 // It is built for many hosts. With 100,000 hosts in use their entries are
 // no longer in the CPU's caches, and what a lookup costs is the cache
-// misses it waits for one after the other. The index here is one word per
-// slot (about 1 MiB for 100,000 hosts) and the entries' pointers are dense
-// (0.8 MiB), so both mostly stay in the caches; the entry itself holds the
+// misses it waits for one after the other. The index here is 32 bits per
+// slot (about 0.5 MiB for 100,000 hosts) and the entries' pointers are
+// dense (0.8 MiB), so both mostly stay in the caches; the entry itself holds the
 // host's name (up to hostInline bytes) and the MemoryLimiter's state of
 // the host (hostInfo.own), four lines fetched together. With a Go map of
 // pointers, a request waited for the map's group (in a table four times
@@ -43,16 +44,17 @@ type keyShard struct {
 // hostTable is a compact hash table (as Python's dict): the entries (the
 // chains of the hosts, one per scheme) are kept in insertion order in ents,
 // and an open-addressed index with linear probing maps a host's hash to its
-// entry's position. An index slot is one word, a tag from the hash and the
-// position, so the index is small (eight slots to a cache line) and a probe
+// entry's position. An index slot is 32 bits, a tag from the hash and the
+// position, so the index is small (16 slots to a cache line) and a probe
 // passing other hosts' slots reads none of their entries; the entries are
 // dense, and read in the order they were made when the hosts are called
 // round robin. Both stay in the CPU caches far longer than a table of
 // pointers would. Slots and entries are never emptied: eviction builds a
 // new table.
 type hostTable struct {
-	mask  uint64
-	slots []atomic.Uint64 // tag<<32 | position+1; 0: empty
+	mask  uint64          // len(slots) - 1, a power of two minus one
+	bits  uint            // log2(len(slots)): the bits of a position+1 in a slot
+	slots []atomic.Uint32 // tag<<bits | position+1; 0: empty
 	ents  []atomic.Pointer[hostInfo]
 	used  int // entries in use; changed under the shard's mu
 }
@@ -67,22 +69,27 @@ func newHostTable(n int) *hostTable {
 	for size/8*7 < n {
 		size *= 2
 	}
-	return &hostTable{mask: uint64(size - 1), slots: make([]atomic.Uint64, size), ents: make([]atomic.Pointer[hostInfo], size/8*7)}
+	return &hostTable{mask: uint64(size - 1), bits: uint(bits.TrailingZeros(uint(size))),
+		slots: make([]atomic.Uint32, size), ents: make([]atomic.Pointer[hostInfo], size/8*7)}
 }
 
-// hostTag is the tag of hash h in an index slot.
-func hostTag(h uint64) uint64 { return h >> 32 << 32 }
+// tag returns the tag of hash h in tab's slots: the top 32-bits bits of
+// h (the slot's index comes from its low bits), above the position.
+func (tab *hostTable) tag(h uint64) uint32 { return uint32(h>>32) >> tab.bits << tab.bits }
+
+// pos returns the position in ents that slot value v leads to.
+func (tab *hostTable) pos(v uint32) uint32 { return v&uint32(tab.mask) - 1 }
 
 // lookup returns the chain of host, whose hash is h, or nil.
 func (tab *hostTable) lookup(h uint64, host string) *hostInfo {
-	tag := hostTag(h)
+	tag := tab.tag(h)
 	for i := (h >> 8) & tab.mask; ; i = (i + 1) & tab.mask {
 		v := tab.slots[i].Load()
 		if v == 0 {
 			return nil
 		}
-		if v&^(1<<32-1) == tag {
-			if hi := tab.ents[uint32(v)-1].Load(); hi.host == host {
+		if v&^uint32(tab.mask) == tag {
+			if hi := tab.ents[tab.pos(v)].Load(); hi.host == host {
 				return hi
 			}
 		}
@@ -93,18 +100,18 @@ func (tab *hostTable) lookup(h uint64, host string) *hostInfo {
 // unless the host has a chain already, the table has room for one more
 // (see full).
 func (tab *hostTable) put(h uint64, hi *hostInfo) {
-	tag := hostTag(h)
+	tag := tab.tag(h)
 	for i := (h >> 8) & tab.mask; ; i = (i + 1) & tab.mask {
 		v := tab.slots[i].Load()
 		if v == 0 {
 			// The entry first, then the slot that leads to it.
 			tab.ents[tab.used].Store(hi)
 			tab.used++
-			tab.slots[i].Store(tag | uint64(tab.used))
+			tab.slots[i].Store(tag | uint32(tab.used))
 			return
 		}
-		if v&^(1<<32-1) == tag {
-			if e := &tab.ents[uint32(v)-1]; e.Load().host == hi.host {
+		if v&^uint32(tab.mask) == tag {
+			if e := &tab.ents[tab.pos(v)]; e.Load().host == hi.host {
 				e.Store(hi)
 				return
 			}

@@ -2,6 +2,7 @@ package ezthrottle
 
 import (
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -242,4 +243,33 @@ func TestHostStateInEntry(t *testing.T) {
 	require.True(t, ok)
 	assert.Zero(t, s.InFlight)
 	assert.Same(t, st, get(b, "api.example.com").state.Load())
+}
+
+// TestHostTableLarge fills one table with 200,000 hosts, so that its slots
+// keep few tag bits (the position takes the rest): every host is found
+// through the tag and its name, and absent names are not.
+func TestHostTableLarge(t *testing.T) {
+	seed := maphash.MakeSeed()
+	tab := newHostTable(0)
+	const n = 200000
+	for i := range n {
+		host := fmt.Sprintf("h%d.example", i)
+		if tab.full() {
+			tab = tab.rebuild(func(*hostInfo) bool { return true }, true)
+		}
+		hi := newHostInfo(host, "https")
+		hi.hash = maphash.String(seed, host)
+		tab.put(hi.hash, hi)
+	}
+	assert.GreaterOrEqual(t, tab.bits, uint(18))
+	for i := range n {
+		host := fmt.Sprintf("h%d.example", i)
+		hi := tab.lookup(maphash.String(seed, host), host)
+		require.NotNil(t, hi, host)
+		require.Equal(t, host, hi.host)
+	}
+	for i := range n / 10 {
+		host := fmt.Sprintf("absent%d.example", i)
+		require.Nil(t, tab.lookup(maphash.String(seed, host), host), host)
+	}
 }
