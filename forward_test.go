@@ -22,6 +22,7 @@ import (
 
 	ezthrottle "github.com/ezthrottle/ezthrottle-go"
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
+	"github.com/ezthrottle/ezthrottle-go/internal/testnet"
 )
 
 func newEngine(t *testing.T) (*engineFake, *ezclient.Client) {
@@ -197,10 +198,8 @@ func TestFaultMatrix(t *testing.T) {
 				tt.engine(engine)
 			}
 			if tt.down {
-				dead := httptest.NewServer(http.NotFoundHandler())
-				dead.Close()
 				var err error
-				client, err = ezclient.New(ezclient.WithAPIKey("test-key-123456"), ezclient.WithProxyURL(dead.URL), ezclient.WithRetry(1, 0, 0))
+				client, err = ezclient.New(ezclient.WithAPIKey("test-key-123456"), ezclient.WithProxyURL("http://"+testnet.RefusedAddr(t)), ezclient.WithRetry(1, 0, 0))
 				require.NoError(t, err)
 			}
 			upstreamBody := `{"error":"upstream said no"}`

@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/ezthrottle/ezthrottle-go/internal/testnet"
 )
 
 const fxSubmitReply = `{"job_id":"job_1763674210055_853341","status":"queued","idempotent_key":"hash:abc/def","queued_at":1763674210055,"estimated_processing_time":1200}`
@@ -278,10 +280,7 @@ func TestNever4xxRetried(t *testing.T) {
 }
 
 func TestNetworkErrorsAreRetriedAndUnreachable(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close()) // nothing listens there now: connection refused
+	addr := testnet.RefusedAddr(t) // connection refused
 	sl := &fxSleeper{}
 	logger, logs := fxLogs()
 	c, err := New(withGetenv(fxNoEnv), WithAPIKey(fxKey), WithProxyURL("http://"+addr), WithEngineURL(fxEngineURL),

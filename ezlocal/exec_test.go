@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
+	"github.com/ezthrottle/ezthrottle-go/internal/testnet"
 )
 
 // scripted answers the n-th request (1-based) with codes[n-1], then the
@@ -293,9 +294,7 @@ func TestFallbackChainOnError(t *testing.T) {
 		assert.EqualValues(t, 1, bh.Load())
 	})
 	t.Run("transport error counts as 502", func(t *testing.T) {
-		dead := server(t, func(http.ResponseWriter, *http.Request) {})
-		deadURL := dead.URL
-		dead.Close()
+		deadURL := "http://" + testnet.RefusedAddr(t)
 		backup, bh := scripted(t, 200)
 		info := submitWait(t, e, &ezclient.Job{URL: deadURL, RetryPolicy: &ezclient.RetryPolicy{},
 			Fallback: &ezclient.Fallback{Trigger: ezclient.OnError(502), Job: &ezclient.Job{URL: backup}}})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
 	"github.com/ezthrottle/ezthrottle-go/ezclient/webhook"
+	"github.com/ezthrottle/ezthrottle-go/internal/testnet"
 )
 
 func postJobs(t *testing.T, e *Engine, body string) (int, map[string]any) {
@@ -141,9 +142,7 @@ func TestSelfHostedFailures(t *testing.T) {
 	info := waitJob(t, e, m["job_id"].(string))
 	assert.Equal(t, ezclient.StatusCompleted, info.Status)
 
-	dead := server(t, func(http.ResponseWriter, *http.Request) {})
-	deadURL := dead.URL
-	dead.Close()
+	deadURL := "http://" + testnet.RefusedAddr(t)
 	code, m = postJobs(t, e, selfJob(map[string]any{"user_id": "u", "idempotent_key": "kdead", "url": deadURL, "method": "GET", "webhook_url": hook.URL}))
 	require.Equal(t, http.StatusCreated, code)
 	info = waitJob(t, e, m["job_id"].(string))

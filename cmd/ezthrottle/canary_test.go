@@ -30,6 +30,7 @@ import (
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
 	"github.com/ezthrottle/ezthrottle-go/ezclient/webhook"
 	"github.com/ezthrottle/ezthrottle-go/ezlocal"
+	"github.com/ezthrottle/ezthrottle-go/internal/testnet"
 	"github.com/ezthrottle/ezthrottle-go/redislimit"
 )
 
@@ -272,22 +273,16 @@ func TestCanarySecretsReachNoSink(t *testing.T) {
 			s.err(err)
 		}},
 		{"ezclient engine unreachable", func(t *testing.T, s *sinks, selfHosted bool) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			require.NoError(t, err)
-			addr := ln.Addr().String()
-			require.NoError(t, ln.Close())
+			addr := testnet.RefusedAddr(t)
 			c := canaryClient(t, s, selfHosted, "http://"+cUser+":"+cPass+"@"+addr)
-			_, err = c.Submit(context.Background(), canaryJob("api.example.com", "https://hooks.example.com/h"))
+			_, err := c.Submit(context.Background(), canaryJob("api.example.com", "https://hooks.example.com/h"))
 			require.True(t, ezclient.IsUnreachable(err), "%v", err)
 			s.err(err)
 		}},
 		{"ezclient Steps: FRUGAL local failure forwarded to an echoing engine", func(t *testing.T, s *sinks, selfHosted bool) {
 			eng := echoEngine(t, http.StatusServiceUnavailable, true)
 			c := canaryClient(t, s, selfHosted, eng.URL)
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			require.NoError(t, err)
-			dead := ln.Addr().String()
-			require.NoError(t, ln.Close())
+			dead := testnet.RefusedAddr(t)
 			api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				w.WriteHeader(http.StatusTooManyRequests)
 				fmt.Fprintf(w, `{"error":"slow down","token":%q}`, cAccessToken)
@@ -411,10 +406,7 @@ func TestCanarySecretsReachNoSink(t *testing.T) {
 			}
 			// A destination that cannot be reached: the transport error,
 			// which quotes the URL, goes into events and logs.
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			require.NoError(t, err)
-			dead := ln.Addr().String()
-			require.NoError(t, ln.Close())
+			dead := testnet.RefusedAddr(t)
 			sub, err = c.Submit(context.Background(), canaryJob(dead, hook.URL+"/hook"))
 			require.NoError(t, err)
 			info, err = e.WaitJob(ctx, sub.JobID)

@@ -27,6 +27,7 @@ import (
 	"github.com/ezthrottle/ezthrottle-go/ezclient"
 	"github.com/ezthrottle/ezthrottle-go/ezclient/webhook"
 	"github.com/ezthrottle/ezthrottle-go/ezlocal"
+	"github.com/ezthrottle/ezthrottle-go/internal/testnet"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -267,10 +268,7 @@ func TestSubmitRuntimeErrorsExit1(t *testing.T) {
 		assert.NotContains(t, errs, key[len(key)-6:])
 	})
 	t.Run("unreachable engine", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		dead := "http://" + ln.Addr().String()
-		require.NoError(t, ln.Close())
+		dead := "http://" + testnet.RefusedAddr(t)
 		code, _, errs := exec(t, context.Background(),
 			env{"EZTHROTTLE_API_KEY": e.APIKey()}, "",
 			"submit", "--url", "https://a.example", "--proxy-url", dead, "--engine-url", dead, "--attempts", "1")
