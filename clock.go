@@ -1,6 +1,9 @@
 package ezthrottle
 
-import "time"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // Clock is the time source of a Transport and of the MemoryLimiter. The
 // default is the system clock; tests inject a fake one (WithClock) so that
@@ -50,15 +53,33 @@ type AfterFuncClock interface {
 	AfterFunc(d time.Duration, f func()) (stop func() bool)
 }
 
-// afterFunc calls f after d on c when c can (see AfterFuncClock), and
-// reports whether it will.
-func afterFunc(c Clock, d time.Duration, f func()) bool {
+// sweepTimer calls a sweep every period while there is something to sweep,
+// on a Clock's AfterFunc (see AfterFuncClock): no goroutine waits between
+// two sweeps, and once nothing is left the timer is not armed again, so it
+// keeps nothing alive. It is armed at most once at a time.
+type sweepTimer struct{ armed atomic.Bool }
+
+// arm arms the timer to call sweep after d, unless it is armed already or c
+// has no AfterFunc (the owner's calls then sweep). After sweep it is armed
+// again when holds reports something left; holds is asked after the timer
+// is disarmed, so that what was added meanwhile by a caller that found it
+// armed is not missed.
+func (st *sweepTimer) arm(c Clock, d time.Duration, sweep func(), holds func() bool) {
+	if st.armed.Load() || !st.armed.CompareAndSwap(false, true) {
+		return
+	}
 	ac, ok := c.(AfterFuncClock)
 	if !ok {
-		return false
+		st.armed.Store(false)
+		return
 	}
-	ac.AfterFunc(d, f)
-	return true
+	ac.AfterFunc(d, func() {
+		sweep()
+		st.armed.Store(false)
+		if holds() {
+			st.arm(c, d, sweep, holds)
+		}
+	})
 }
 
 // Timer is a one-shot timer created by a Clock.

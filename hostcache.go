@@ -341,31 +341,21 @@ func (t *Transport) hostMiss(s *keyShard, h uint64, u *url.URL, g uint64) *hostI
 	return hi
 }
 
-// armReaper arms the cache's sweep timer, unless it is armed already.
+// armReaper arms the cache's sweep timer: every IdleTimeout/2 while the
+// cache holds entries, it does what the Transport's calls otherwise do (see
+// Transport.gen), so that idle entries go whatever the traffic.
 func (t *Transport) armReaper() {
-	if t.reaping.Load() || !t.reaping.CompareAndSwap(false, true) {
-		return
-	}
-	if !afterFunc(t.clock, t.idleTimeout()/2, t.reap) {
-		t.reaping.Store(false) // the clock cannot: calls sweep
-	}
+	t.reaper.arm(t.clock, t.idleTimeout()/2, t.sweepAll, t.cacheHolds)
 }
 
-// reap does, every IdleTimeout/2 while the cache holds entries, what the
-// Transport's calls otherwise do (see Transport.gen): it starts a
-// generation when one is due and sweeps every shard, so that idle entries
-// go whatever the traffic, and a Transport no longer used is garbage once
-// they have gone (the timer is not armed again then).
-func (t *Transport) reap() {
+// sweepAll starts a generation when one is due and sweeps every shard.
+func (t *Transport) sweepAll() {
 	if t.mem == nil {
 		t.maybeNewGeneration()
 	}
-	for t.maintainCache(); t.sweepNext.Load() < keyShards; {
+	t.maintainCache()
+	for t.sweepNext.Load() < keyShards {
 		t.maintainCache()
-	}
-	t.reaping.Store(false)
-	if t.cacheHolds() {
-		t.armReaper()
 	}
 }
 

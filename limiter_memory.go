@@ -60,7 +60,7 @@ type MemoryLimiter struct {
 	sweepAt   atomic.Int64
 	sweepNext atomic.Uint64
 	passes    atomic.Uint64
-	reaping   atomic.Bool // the sweep timer is armed (see reap)
+	reaper    sweepTimer // sweeps when no call comes (see armReaper)
 	shards    [limiterShards]limShard
 }
 
@@ -216,24 +216,11 @@ func (m *MemoryLimiter) hostIn(key string, lim Limit, own *hostState) *hostState
 	return h
 }
 
-// armReaper arms the sweep timer, unless it is armed already.
+// armReaper arms the sweep timer: every IdleTimeout/2 while the limiter
+// holds hosts, it runs the sweep steps that have come due (all of them
+// when no call came meanwhile).
 func (m *MemoryLimiter) armReaper() {
-	if m.reaping.Load() || !m.reaping.CompareAndSwap(false, true) {
-		return
-	}
-	if !afterFunc(m.clock, m.idle/2, m.reap) {
-		m.reaping.Store(false) // the clock cannot: calls sweep
-	}
-}
-
-// reap runs, every IdleTimeout/2 while the limiter holds hosts, the sweep
-// steps that have come due (all of them when no call came meanwhile).
-func (m *MemoryLimiter) reap() {
-	m.maybeSweep(m.nanos())
-	m.reaping.Store(false)
-	if m.Len() > 0 {
-		m.armReaper()
-	}
+	m.reaper.arm(m.clock, m.idle/2, func() { m.maybeSweep(m.nanos()) }, func() bool { return m.Len() > 0 })
 }
 
 // sweep evicts the idle hosts of one shard and, when the shard has shrunk

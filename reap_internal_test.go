@@ -15,12 +15,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// funcClock is a hand-moved Clock with AfterFunc (an AfterFuncClock): the
+// funcClock is a handClock with AfterFunc (an AfterFuncClock): the
 // functions come due as it is advanced, and are called then, outside its
-// lock, one after the other.
+// locks, one after the other.
 type funcClock struct {
+	handClock
 	mu    sync.Mutex
-	t     time.Time
 	funcs []*pendingFunc
 }
 
@@ -30,18 +30,10 @@ type pendingFunc struct {
 	done bool
 }
 
-func (c *funcClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *funcClock) NewTimer(d time.Duration) Timer { return SystemClock().NewTimer(d) }
-
 func (c *funcClock) AfterFunc(d time.Duration, f func()) func() bool {
+	p := &pendingFunc{at: c.Now().Add(d), f: f}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	p := &pendingFunc{at: c.t.Add(d), f: f}
 	c.funcs = append(c.funcs, p)
 	return func() bool {
 		c.mu.Lock()
@@ -54,18 +46,19 @@ func (c *funcClock) AfterFunc(d time.Duration, f func()) func() bool {
 
 // advance moves the clock by d and calls the functions that came due.
 func (c *funcClock) advance(d time.Duration) {
+	c.handClock.advance(d)
+	now := c.Now()
 	c.mu.Lock()
-	c.t = c.t.Add(d)
 	var due []*pendingFunc
 	c.funcs = slices.DeleteFunc(c.funcs, func(p *pendingFunc) bool {
-		if p.done || !p.at.After(c.t) {
-			if !p.done {
-				p.done = true
-				due = append(due, p)
-			}
-			return true
+		if !p.done && p.at.After(now) {
+			return false
 		}
-		return false
+		if !p.done {
+			p.done = true
+			due = append(due, p)
+		}
+		return true
 	})
 	c.mu.Unlock()
 	for _, p := range due {
@@ -91,7 +84,7 @@ var _ AfterFuncClock = systemClock{}
 func TestIdleHostsEvictedWithoutCalls(t *testing.T) {
 	for _, name := range []string{"memory", "other"} {
 		t.Run(name, func(t *testing.T) {
-			clk := &funcClock{t: time.Now()}
+			clk := &funcClock{handClock: handClock{t: time.Now()}}
 			opts := []Option{WithBase(noBodyRT{}), WithClock(clk), WithIdleTimeout(time.Minute),
 				WithDefaultLimit(Limit{Rate: math.Inf(1), MaxInFlight: 10})}
 			if name == "other" {

@@ -504,12 +504,12 @@ type Transport struct {
 	// generation starts with each pass of the MemoryLimiter's sweep (every
 	// IdleTimeout/2), or, with another Limiter, when a miss finds the last
 	// one older than IdleTimeout/2. When no call comes, a timer armed while
-	// the cache holds entries does the same (reap).
+	// the cache holds entries does the same (armReaper).
 	gen       atomic.Uint64
 	genPass   atomic.Uint64 // the MemoryLimiter pass that started gen
 	genAt     atomic.Int64  // when gen started (UnixNano; other Limiters)
 	sweepNext atomic.Uint64 // next shard to sweep; keyShards: none
-	reaping   atomic.Bool   // the cache's sweep timer is armed (see reap)
+	reaper    sweepTimer    // sweeps when no call comes (see armReaper)
 }
 
 func newConfig(opts []Option) (config, error) {
