@@ -370,3 +370,30 @@ func BenchmarkGETLiveOverhead(b *testing.B) {
 	b.ReportMetric(ml, "on-ns/op")
 	b.ReportMetric(ml-mo, "live-ns/op")
 }
+
+// BenchmarkMemoryLatency measures the machine, not the library: the time of
+// one dependent load (a pointer chase in a random cycle, one cache line per
+// step) over working sets of several sizes. It is what bounds
+// BenchmarkManyHostsRandomOrder: once the hosts' state outgrows the CPU's
+// caches, every request waits about this long for it at least once.
+func BenchmarkMemoryLatency(b *testing.B) {
+	for _, mib := range []int{1, 4, 16, 64, 256} {
+		b.Run(fmt.Sprintf("set=%dMiB", mib), func(b *testing.B) {
+			const line = 8 // int64s per cache line
+			n := mib << 20 / (line * 8)
+			perm := rand.New(rand.NewPCG(3, 4)).Perm(n)
+			next := make([]int64, n*line)
+			for i := range n {
+				next[perm[i]*line] = int64(perm[(i+1)%n] * line)
+			}
+			p := int64(0)
+			b.ResetTimer()
+			for range b.N {
+				p = next[p]
+			}
+			chaseSink = p
+		})
+	}
+}
+
+var chaseSink int64
